@@ -1,0 +1,42 @@
+# stemsep — two commands on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Build products live outside the checkout so reruns (and CI on the same machine) reuse them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemsep/target
+# Python tools for tests (fake-gcs-server, requests, kubernetes-validate): never torch.
+VENV ?= $(HOME)/.cache/stemsep/venv
+PY := $(VENV)/bin/python
+export STEMSEP_FAKE_GCS_BIN ?= $(VENV)/bin/fake-gcs-server
+
+PORT ?= 5000
+DATA ?= data
+
+.PHONY: run test lint unit deploy-check bench eval system-deps py-deps build
+
+## run: build and start redis (private, on a free port), rest on $(PORT) and a worker.
+run: system-deps build
+	deploy/local/run.sh "$(DATA)" "$(PORT)"
+
+build:
+	cargo build --workspace --bins
+
+## test: install what the tests need, then lint and run every test.
+test: system-deps py-deps lint unit deploy-check
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace --no-fail-fast
+
+system-deps:
+	@deploy/local/system-deps.sh
+
+py-deps: $(VENV)/.installed
+
+$(VENV)/.installed: deploy/local/requirements-test.txt
+	python3 -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install -q -r deploy/local/requirements-test.txt
+	touch "$@"

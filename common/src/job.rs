@@ -1,0 +1,251 @@
+//! The job record: song hash, tracks, state, and what the client asked for.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha224};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// The model used when a request names none (the lab clients never do).
+pub const DEFAULT_MODEL: &str = "htdemucs";
+
+/// A song's identity: the SHA-224 hex digest (56 lowercase hex chars) of the MP3 bytes, with the
+/// model name mixed in for any model but the default so different models never share stems.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SongHash(String);
+
+impl SongHash {
+    /// Hash of `mp3` separated by `model`. For [`DEFAULT_MODEL`] this is exactly the lab's songhash,
+    /// `sha224(mp3).hexdigest()`.
+    pub fn compute(mp3: &[u8], model: &str) -> Self {
+        let mut h = Sha224::new();
+        h.update(mp3);
+        if model != DEFAULT_MODEL {
+            // A separator byte that cannot end an MP3 frame keeps "song+model" unambiguous.
+            h.update(b"\0stemsep-model:");
+            h.update(model.as_bytes());
+        }
+        SongHash(hex::encode(h.finalize()))
+    }
+
+    /// The hex digest.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SongHash {
+    type Err = Error;
+    /// Accepts only 56 hex digits, so a hash can never carry a path or a Redis key trick.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.len() == 56 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(SongHash(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::Invalid { what: "song hash", value: s.chars().take(80).collect() })
+        }
+    }
+}
+
+impl TryFrom<String> for SongHash {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<SongHash> for String {
+    fn from(h: SongHash) -> String {
+        h.0
+    }
+}
+
+impl fmt::Display for SongHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One output stem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Track {
+    /// Singing voice (or the lead part of a synthetic render).
+    Vocals,
+    /// Drums and percussion.
+    Drums,
+    /// Bass.
+    Bass,
+    /// Everything else.
+    Other,
+}
+
+impl Track {
+    /// All tracks in the order the API lists them.
+    pub const ALL: [Track; 4] = [Track::Vocals, Track::Drums, Track::Bass, Track::Other];
+
+    /// The lowercase name, as in URLs and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Track::Vocals => "vocals",
+            Track::Drums => "drums",
+            Track::Bass => "bass",
+            Track::Other => "other",
+        }
+    }
+}
+
+impl FromStr for Track {
+    type Err = Error;
+    /// `vocals`, `drums`, `bass`, `other`, each with or without `.mp3`; `base` is the lab text's
+    /// spelling of bass.
+    fn from_str(s: &str) -> Result<Self> {
+        let stem = s.strip_suffix(".mp3").unwrap_or(s);
+        match stem {
+            "vocals" => Ok(Track::Vocals),
+            "drums" => Ok(Track::Drums),
+            "bass" | "base" => Ok(Track::Bass),
+            "other" => Ok(Track::Other),
+            _ => Err(Error::Invalid { what: "track", value: s.chars().take(80).collect() }),
+        }
+    }
+}
+
+impl fmt::Display for Track {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting in `toWorker`.
+    Queued,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// All four stems are in storage.
+    Done,
+    /// Gave up after the configured number of attempts; in the dead-letter list.
+    Failed,
+}
+
+impl JobState {
+    /// The lowercase name stored in Redis.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl FromStr for JobState {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "queued" => Ok(JobState::Queued),
+            "running" => Ok(JobState::Running),
+            "done" => Ok(JobState::Done),
+            "failed" => Ok(JobState::Failed),
+            _ => Err(Error::Corrupt(format!("job state {s:?}"))),
+        }
+    }
+}
+
+/// Where to POST when the job ends, and opaque data echoed back (the lab's `callback` object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    /// An http or https URL.
+    pub url: String,
+    /// Anything the client wants back, echoed verbatim.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// The job record kept in the Redis hash `job:<hash>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The song's identity.
+    pub hash: SongHash,
+    /// Model name (a file `<model>.onnx` in the worker's model directory).
+    pub model: String,
+    /// Optional completion callback.
+    pub callback: Option<Callback>,
+    /// Current state.
+    pub state: JobState,
+    /// Percent of segments separated, 0–100.
+    pub progress: u8,
+    /// How many times a worker has claimed the job.
+    pub attempts: u32,
+    /// Why the last attempt failed, or why the callback was refused/failed.
+    pub error: Option<String>,
+    /// Outcome of the callback, once fired (e.g. "delivered", "refused: private address").
+    pub callback_status: Option<String>,
+    /// Unix seconds when first submitted.
+    pub created_at: u64,
+    /// Unix seconds of the last state change.
+    pub updated_at: u64,
+}
+
+impl Job {
+    /// A fresh queued job.
+    pub fn new(hash: SongHash, model: String, callback: Option<Callback>) -> Self {
+        let now = unix_now();
+        Job {
+            hash,
+            model,
+            callback,
+            state: JobState::Queued,
+            progress: 0,
+            attempts: 0,
+            error: None,
+            callback_status: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_hash_is_plain_sha224() {
+        // sha224("") from FIPS 180-4 test vectors.
+        assert_eq!(
+            SongHash::compute(b"", DEFAULT_MODEL).as_str(),
+            "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
+        );
+        assert_ne!(SongHash::compute(b"", DEFAULT_MODEL), SongHash::compute(b"", "tiny"));
+    }
+
+    #[test]
+    fn hashes_reject_path_tricks() {
+        for bad in ["../etc/passwd", "", "zz", &"a".repeat(55), &"a".repeat(57), &format!("{}/", "a".repeat(55))] {
+            assert!(bad.parse::<SongHash>().is_err(), "{bad}");
+        }
+        assert!("A".repeat(56).parse::<SongHash>().is_ok());
+    }
+
+    #[test]
+    fn track_aliases() {
+        assert_eq!("base.mp3".parse::<Track>().unwrap(), Track::Bass);
+        assert_eq!("vocals".parse::<Track>().unwrap(), Track::Vocals);
+        assert!("../vocals.mp3".parse::<Track>().is_err());
+        assert!("piano".parse::<Track>().is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! What the rest API and the worker must agree on, written once: the job record ([`job`]), the Redis
+//! queue protocol ([`queue`]), object storage ([`storage`]), configuration ([`config`]) and the
+//! log lines both push to Redis ([`logging`]).
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod job;
+pub mod logging;
+pub mod queue;
+pub mod storage;
+
+pub use error::{Error, Result};

@@ -1,0 +1,72 @@
+//! Object storage: one small trait, a local-directory backend (default) and a GCS backend.
+//!
+//! Object names are built only from a [`SongHash`] and a [`Track`] ([`ObjectKey`]), so no name
+//! that reaches a backend can carry a path trick.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::job::{SongHash, Track};
+use crate::Result;
+
+mod gcs;
+mod local;
+
+pub use gcs::GcsStorage;
+pub use local::LocalStorage;
+
+/// The name of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// The uploaded MP3 awaiting separation: `queue/<hash>.mp3`.
+    pub fn input(hash: &SongHash) -> Self {
+        ObjectKey(format!("queue/{hash}.mp3"))
+    }
+    /// One separated stem: `output/<hash>-<track>.mp3`.
+    pub fn stem(hash: &SongHash, track: Track) -> Self {
+        ObjectKey(format!("output/{hash}-{track}.mp3"))
+    }
+    /// The object name, `/`-separated.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A stream of an object's bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// An object opened for reading.
+pub struct ObjectReader {
+    /// Size of the whole object in bytes.
+    pub size: u64,
+    /// The requested bytes (the whole object, or the requested range).
+    pub body: ByteStream,
+}
+
+/// What both backends do. Writes are atomic: a reader sees the old object, the new one, or none,
+/// never a partial one (a job may run twice; its outputs simply overwrite).
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync {
+    /// Stores `data` under `key`, replacing any previous object.
+    async fn put(&self, key: &ObjectKey, data: Bytes) -> Result<()>;
+    /// The whole object; [`crate::Error::NotFound`] if absent.
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
+    /// Streams the object, or bytes `start..end` (end exclusive, clamped to the size) of it.
+    async fn read(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<ObjectReader>;
+    /// Removes the object; `false` if there was none.
+    async fn delete(&self, key: &ObjectKey) -> Result<bool>;
+    /// Whether the object exists.
+    async fn exists(&self, key: &ObjectKey) -> Result<bool>;
+    /// Readiness: the backend answers (directory writable, bucket reachable).
+    async fn check(&self) -> Result<()>;
+}
