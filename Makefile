@@ -40,3 +40,11 @@ $(VENV)/.installed: deploy/local/requirements-test.txt
 	python3 -m venv "$(VENV)"
 	"$(VENV)/bin/pip" install -q -r deploy/local/requirements-test.txt
 	touch "$@"
+
+# --- deploy-check (deploy/check/README: what it checks) ---
+## deploy-check: render every kustomize overlay offline, validate it and check it against the code;
+## then prove the checker fails on the broken manifests in deploy/check/fixtures.
+deploy-check: py-deps
+	$(PY) deploy/check/deploy_check.py
+	$(PY) -m pytest -q -p no:cacheprovider deploy/check
+# --- end deploy-check ---

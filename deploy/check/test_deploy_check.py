@@ -1,0 +1,69 @@
+"""Tests of the deploy checker itself: the real overlays pass, with either renderer, and every
+deliberately broken manifest under fixtures/ (and broken Dockerfiles) makes it fail for the reason
+the fixture's `expect` file names."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import code_facts
+import deploy_check
+import render
+
+FIXTURES = sorted(p for p in (Path(__file__).parent / "fixtures").iterdir() if p.is_dir())
+
+
+def test_overlays_pass(capsys):
+    assert deploy_check.main([]) == 0, capsys.readouterr().out
+
+
+def test_overlays_pass_without_kubectl(monkeypatch, capsys):
+    monkeypatch.setattr(render, "kubectl_available", lambda: False)
+    assert deploy_check.main([]) == 0, capsys.readouterr().out
+    assert "python subset renderer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name for f in FIXTURES])
+def test_broken_fixture_fails(fixture, capsys):
+    rc = deploy_check.main([str(fixture)])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "[ok] Dockerfiles" in out, out
+    for expected in (fixture / "expect").read_text().splitlines():
+        assert expected in out, out
+    # The breakage is the fixture's, not a renderer mismatch.
+    assert "disagrees with kubectl" not in out, out
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (("rest", 'ENTRYPOINT ["/usr/local/bin/stemsep-rest"]', 'ENTRYPOINT ["/usr/local/bin/rest"]'),
+         "ENTRYPOINT does not run stemsep-rest"),
+        (("rest", "USER 10001:10001", "USER root"), "non-root USER"),
+        (("worker", "-p stemsep-worker", "-p stemsep-rest"), "no `cargo build --release -p stemsep-worker`"),
+        (("worker", '--output "/models/', '--out-file "/models/'), "model/export.py has no option --out-file"),
+        (("rest", "EXPOSE 5000", "EXPOSE 8080"), "does not include the bind port"),
+    ],
+)
+def test_broken_dockerfile_fails(tmp_path, edit, expected):
+    comp, old, new = edit
+    for f in deploy_check.DOCKER.glob("*.Dockerfile"):
+        shutil.copy(f, tmp_path / f.name)
+    path = tmp_path / f"{comp}.Dockerfile"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    rep = deploy_check.Report("Dockerfiles")
+    deploy_check.check_dockerfiles(code_facts.load(deploy_check.ROOT), rep, tmp_path)
+    assert any(expected in p for p in rep.problems), rep.problems
+
+
+def test_code_facts_read_the_shared_config():
+    facts = code_facts.load(deploy_check.ROOT)
+    assert facts.common_env["STEMSEP_REDIS_URL"].default.startswith("redis://")
+    assert {"toWorker", "processing"} <= facts.queue_lists
+    assert facts.components["rest"].binary == "stemsep-rest"
+    assert facts.components["worker"].binary == "stemsep-worker"
