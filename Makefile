@@ -41,7 +41,7 @@ $(VENV)/.installed: deploy/local/requirements-test.txt
 	"$(VENV)/bin/pip" install -q -r deploy/local/requirements-test.txt
 	touch "$@"
 
-# --- deploy-check (deploy/check/README: what it checks) ---
+# --- deploy-check (deploy/README.md, "deploy-check": what it checks) ---
 ## deploy-check: render every kustomize overlay offline, validate it and check it against the code;
 ## then prove the checker fails on the broken manifests in deploy/check/fixtures.
 deploy-check: py-deps
