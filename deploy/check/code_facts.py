@@ -11,7 +11,7 @@ from pathlib import Path
 
 # `#[arg(long, env = "STEMSEP_X", default_value = "v")]` or `default_value_t = 3`, possibly split
 # over lines; the attribute ends at the first `)]`.
-_ARG_ATTR = re.compile(r"#\[arg\((?P<body>.*?)\)\]", re.S)
+_ARG_ATTR = re.compile(r"#\[(?:arg|clap)\((?P<body>.*?)\)\]", re.S)
 _ENV = re.compile(r'env\s*=\s*"(?P<name>[A-Z][A-Z0-9_]*)"')
 _DEFAULT = re.compile(r'default_value(?:_t)?\s*=\s*(?:"(?P<s>[^"]*)"|(?P<v>[^,)\s]+))')
 # Any other mention of a STEMSEP_ variable read directly (std::env::var("STEMSEP_...")).

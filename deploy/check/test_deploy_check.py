@@ -67,3 +67,13 @@ def test_code_facts_read_the_shared_config():
     assert {"toWorker", "processing"} <= facts.queue_lists
     assert facts.components["rest"].binary == "stemsep-rest"
     assert facts.components["worker"].binary == "stemsep-worker"
+
+
+def test_hpa_fallback_variant_swaps_the_autoscaler():
+    overlay = deploy_check.K8S / "overlays" / "gke"
+    rep = deploy_check.Report("variant")
+    objs = deploy_check.render_target(overlay, "hpa-fallback", rep)
+    kinds = {o["kind"] for o in objs}
+    assert "HorizontalPodAutoscaler" in kinds and "ScaledObject" not in kinds, kinds
+    assert not rep.problems, rep.problems
+    assert not list(overlay.parent.glob(".check-*")), "the temporary variant copy was left behind"
