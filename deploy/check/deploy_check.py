@@ -479,7 +479,9 @@ def check_redis(r: Rendered, envs: dict[str, dict], rep: Report) -> None:
 def check_agreement(objs: list[dict], facts: code_facts.CodeFacts, rep: Report) -> None:
     r = Rendered(objs)
     envs = {comp: check_component(comp, r, facts, rep) for comp in ("rest", "worker")}
-    shared = set(facts.common_env)
+    # Settings both binaries read must reach both with one value (e.g. a song-length limit the API
+    # enforces at submission and the worker again).
+    shared = set(facts.common_env) | (set(facts.components["rest"].env) & set(facts.components["worker"].env))
     for name in sorted(shared):
         values = {comp: env.get(name) for comp, env in envs.items()}
         if len(set(values.values())) > 1:
