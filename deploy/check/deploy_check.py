@@ -523,6 +523,9 @@ def check_dockerfiles(facts: code_facts.CodeFacts, rep: Report, docker: Path = D
             if bind and str(port_of(bind)) not in exposed:
                 rep.fail(f"{who}: EXPOSE {exposed} does not include the bind port {port_of(bind)}")
         if comp == "worker":
+            for req in re.findall(r"-r (model/\S+)", text):
+                if not (facts.root / req).exists():
+                    rep.pending.append(f"{who}: installs {req}, which does not exist yet")
             run = re.search(r"model/export\.py(.*)$", text, re.M)
             if not run:
                 rep.fail(f"{who}: the model stage does not run model/export.py")
