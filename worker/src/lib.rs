@@ -1,1 +1,15 @@
-//! placeholder
+//! stemsep worker library: the separation engine (HT-Demucs core in ONNX run by tract, with the
+//! STFT/iSTFT, chunking and MP3 codec on the host) shared by the queue worker and the `separate` CLI.
+#![warn(missing_docs)]
+
+pub mod engine;
+
+// The queue worker (stemsep-worker binary), owned separately from the engine.
+pub mod callback;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod models;
+pub mod runner;
+
+pub use engine::{EngineError, ModelInfo, SeparateOptions, Separator};
