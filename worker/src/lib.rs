@@ -12,4 +12,4 @@ pub mod metrics;
 pub mod models;
 pub mod runner;
 
-pub use engine::{EngineError, ModelInfo, SeparateOptions, Separator};
+pub use engine::{EngineConfig, EngineError, ModelInfo, SeparateOptions, Separator};

@@ -6,10 +6,23 @@
 //! → ONNX core (tract) → iSTFT + time branch → triangular-weighted overlap-add → de-normalise →
 //! encode each stem (LAME).
 
+pub mod audio;
+pub mod dsp;
+pub mod model;
+pub mod separate;
+
 use std::path::Path;
 use std::time::Duration;
 
 use stemsep_common::job::Track;
+
+use audio::decode::decode;
+use audio::encode::Mp3Writer;
+use audio::PlanarAudio;
+use dsp::resample::resample;
+use dsp::stft::Stft;
+use model::Model;
+use separate::{CollectSink, StemSink};
 
 /// Everything that can go wrong while separating a song.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +58,9 @@ pub enum EngineError {
     /// Running the model failed (a bug or a model/engine mismatch, not the user's input).
     #[error("model inference failed: {0}")]
     Inference(String),
+    /// The requested MP3 bitrate is not one LAME supports.
+    #[error("unsupported MP3 bitrate {0} kbit/s; use one of 8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 320")]
+    Bitrate(u32),
     /// Encoding a stem to MP3 failed.
     #[error("MP3 encoding failed: {0}")]
     Encode(String),
@@ -64,7 +80,8 @@ impl EngineError {
     }
 }
 
-/// The facts a model carries about itself (ONNX `metadata_props` or a sidecar `<model>.onnx.json`).
+/// The facts a model carries about itself (ONNX `metadata_props` or a sidecar `<model>.onnx.json`;
+/// see `model/README.md` §1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     /// Model name, e.g. `htdemucs`.
@@ -81,6 +98,8 @@ pub struct ModelInfo {
     pub n_fft: usize,
     /// STFT hop, in samples.
     pub hop_length: usize,
+    /// Fraction of a segment consecutive segments share (0.25).
+    pub overlap: f64,
 }
 
 /// Per-call options.
@@ -94,38 +113,171 @@ pub struct SeparateOptions {
 
 impl Default for SeparateOptions {
     fn default() -> Self {
-        SeparateOptions { bitrate_kbps: 320, max_duration: Duration::from_secs(20 * 60) }
+        SeparateOptions {
+            bitrate_kbps: 320,
+            max_duration: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+/// How the engine uses the machine's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Threads tract uses inside one segment's matrix products.
+    pub threads_per_segment: usize,
+    /// Segments computed at the same time (each holds one segment's activations in memory).
+    pub segments_in_flight: usize,
+}
+
+impl Default for EngineConfig {
+    /// All cores inside each segment, one segment at a time.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineConfig {
+            threads_per_segment: cores,
+            segments_in_flight: 1,
+        }
     }
 }
 
 /// A loaded, optimised model ready to separate any number of songs, from any number of threads.
 pub struct Separator {
-    info: ModelInfo,
+    model: Model,
+    stft: Stft,
+    config: EngineConfig,
+    /// For each model source, the track it is written to (sources with other names go to
+    /// [`Track::Other`]).
+    tracks: Vec<Track>,
 }
 
 impl Separator {
-    /// Loads, optimises and plans the ONNX model once.
+    /// Loads, optimises and plans the ONNX model once, using every core ([`EngineConfig`]'s
+    /// default).
     pub fn load(model_path: &Path) -> Result<Separator, EngineError> {
-        Err(EngineError::Model {
+        Separator::load_with(model_path, EngineConfig::default())
+    }
+
+    /// [`Separator::load`] with an explicit use of cores.
+    pub fn load_with(model_path: &Path, config: EngineConfig) -> Result<Separator, EngineError> {
+        let model = Model::load(model_path, config.threads_per_segment.max(1))?;
+        let info = model.info();
+        let err = |reason: String| EngineError::Model {
             path: model_path.display().to_string(),
-            reason: "engine not implemented yet".into(),
+            reason,
+        };
+        let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples)
+            .map_err(|e| err(e.to_string()))?;
+        let tracks: Vec<Track> = info
+            .sources
+            .iter()
+            .map(|name| name.parse().unwrap_or(Track::Other))
+            .collect();
+        for track in [Track::Drums, Track::Bass, Track::Vocals] {
+            if !tracks.contains(&track) {
+                return Err(err(format!(
+                    "the model has no {track} source (sources: {})",
+                    info.sources.join(",")
+                )));
+            }
+        }
+        Ok(Separator {
+            model,
+            stft,
+            config,
+            tracks,
         })
     }
 
     /// The model's facts.
     pub fn info(&self) -> &ModelInfo {
-        &self.info
+        self.model.info()
     }
 
-    /// Separates an MP3 (or WAV/FLAC) file into one encoded MP3 per [`Track`], calling `progress`
-    /// with 0..=100 after each segment.
+    /// Separates an MP3 (or WAV/FLAC) file into one encoded MP3 per [`Track`] (in
+    /// [`Track::ALL`] order), calling `progress` with 0..=100 as segments finish.
     pub fn separate_mp3(
         &self,
         input: &[u8],
         opts: &SeparateOptions,
         progress: &(dyn Fn(u8) + Sync),
     ) -> Result<Vec<(Track, Vec<u8>)>, EngineError> {
-        let _ = (input, opts, progress);
-        Err(EngineError::Inference("engine not implemented yet".into()))
+        let audio = decode(input, opts.max_duration)?;
+        let sample_rate = self.info().sample_rate;
+        let mut sink = Mp3Sink {
+            writers: Track::ALL
+                .iter()
+                .map(|&t| Ok((t, Mp3Writer::new(sample_rate, opts.bitrate_kbps)?)))
+                .collect::<Result<_, EngineError>>()?,
+            tracks: &self.tracks,
+        };
+        let mix = resample(audio.channels, audio.sample_rate, sample_rate)?;
+        separate::separate(
+            &self.model,
+            &self.stft,
+            &mix,
+            self.config.segments_in_flight,
+            &mut sink,
+            progress,
+        )?;
+        drop(mix);
+        sink.writers
+            .into_iter()
+            .map(|(t, w)| Ok((t, w.finish()?)))
+            .collect()
+    }
+
+    /// Separates stereo audio (any sample rate; resampled to the model's) into the model's sources
+    /// without any MP3 step: `result[s][c][n]`, sources in [`ModelInfo::sources`] order, at the
+    /// model's sample rate.
+    pub fn separate_planar(
+        &self,
+        audio: PlanarAudio,
+        progress: &(dyn Fn(u8) + Sync),
+    ) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        if audio.channels.len() != self.info().channels || audio.is_empty() {
+            return Err(EngineError::NoAudio);
+        }
+        let mix = resample(audio.channels, audio.sample_rate, self.info().sample_rate)?;
+        let mut sink = CollectSink { stems: Vec::new() };
+        separate::separate(
+            &self.model,
+            &self.stft,
+            &mix,
+            self.config.segments_in_flight,
+            &mut sink,
+            progress,
+        )?;
+        Ok(sink.stems)
+    }
+}
+
+/// Streams finished samples into one MP3 encoder per track, summing sources that share a track.
+struct Mp3Sink<'a> {
+    writers: Vec<(Track, Mp3Writer)>,
+    tracks: &'a [Track],
+}
+
+impl StemSink for Mp3Sink<'_> {
+    fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
+        for (track, writer) in &mut self.writers {
+            let mut mine = block
+                .iter()
+                .zip(self.tracks)
+                .filter(|(_, t)| *t == track)
+                .map(|(b, _)| b);
+            let Some(first) = mine.next() else {
+                // A model without an "other" source still yields a (silent) other.mp3.
+                let silence = vec![0.0; block[0][0].len()];
+                writer.push(&silence, &silence)?;
+                continue;
+            };
+            let (mut left, mut right) = (first[0].clone(), first[1].clone());
+            for extra in mine {
+                left.iter_mut().zip(&extra[0]).for_each(|(a, b)| *a += b);
+                right.iter_mut().zip(&extra[1]).for_each(|(a, b)| *a += b);
+            }
+            writer.push(&left, &right)?;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,362 @@
+//! A whole song through the core, the way demucs' `Separator` → `apply_model` (shifts 0, split on)
+//! does it (`model/README.md` §4):
+//!
+//! 1. normalise by the mono mix's mean and unbiased std (+1e-8);
+//! 2. segments of `T` samples at offsets `0, stride, 2·stride, … < L`, `stride = int((1-overlap)·T)`,
+//!    each padded to `T` with the neighbouring real samples (centred; zeros only past the song's
+//!    ends), run through STFT → core → iSTFT + time branch, then centre-trimmed back;
+//! 3. overlap-add with a triangular weight (cut to the chunk's length for the last ones), divide by
+//!    the summed weights, de-normalise.
+//!
+//! Memory stays flat in the song length: the normalised mix is never materialised (each segment
+//! normalises its own window), at most `in_flight` segments are between the workers and the
+//! overlap-add, and once the chunk at offset `o_i` is added every sample before `o_{i+1}` is final
+//! and is handed to the [`StemSink`] and dropped.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+
+use super::dsp::stft::{Stft, StftScratch};
+use super::model::Model;
+use super::EngineError;
+
+/// Where finished stem samples go, in song order.
+pub trait StemSink {
+    /// Takes the next samples of every stem: `block[s][c]` is source `s` (model order), channel
+    /// `c`; all the same length.
+    fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError>;
+}
+
+/// Collects the whole stems in memory: `stems[s][c][n]`.
+pub struct CollectSink {
+    /// The stems received so far.
+    pub stems: Vec<Vec<Vec<f32>>>,
+}
+
+impl StemSink for CollectSink {
+    fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
+        if self.stems.is_empty() {
+            self.stems = block.iter().map(|s| vec![Vec::new(); s.len()]).collect();
+        }
+        for (dst, src) in self.stems.iter_mut().zip(block) {
+            for (d, s) in dst.iter_mut().zip(src) {
+                d.extend_from_slice(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The chunking of a song of `len` samples into segments of `segment` samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunking {
+    /// Song length, in samples per channel.
+    pub len: usize,
+    /// Model segment `T`, in samples.
+    pub segment: usize,
+    /// Distance between chunk starts, in samples.
+    pub stride: usize,
+}
+
+impl Chunking {
+    /// demucs' chunking: `stride = int((1 - overlap) * segment)` computed in f64 as Python does.
+    pub fn new(len: usize, segment: usize, overlap: f64) -> Chunking {
+        let stride = (((1.0 - overlap) * segment as f64) as usize).max(1);
+        Chunking {
+            len,
+            segment,
+            stride,
+        }
+    }
+
+    /// Number of chunks (`ceil(len / stride)`).
+    pub fn count(&self) -> usize {
+        self.len.div_ceil(self.stride)
+    }
+
+    /// Start of chunk `i`, in samples.
+    pub fn offset(&self, i: usize) -> usize {
+        i * self.stride
+    }
+
+    /// Length of chunk `i` before padding, in samples.
+    pub fn chunk_len(&self, i: usize) -> usize {
+        (self.len - self.offset(i)).min(self.segment)
+    }
+
+    /// The triangular overlap-add weight for position `i` of a segment:
+    /// `min(i + 1, T - i) / (T - T/2)`, in f32 as torch computes it.
+    pub fn weight(&self, i: usize) -> f32 {
+        let t = self.segment;
+        (i + 1).min(t - i) as f32 / (t - t / 2) as f32
+    }
+}
+
+/// The Separator's normalisation: mean and unbiased std (+1e-8) of the mono mix, as f32 scalars.
+pub fn normalisation(mix: &[Vec<f32>]) -> (f32, f32) {
+    let n = mix[0].len();
+    let mono = |i: usize| mix.iter().map(|c| c[i]).sum::<f32>() / mix.len() as f32;
+    // f64 sums stand in for torch's pairwise f32 reductions; naive f32 would drift on long songs.
+    let mean = (0..n).map(|i| mono(i) as f64).sum::<f64>() / n as f64;
+    let var = (0..n).map(|i| (mono(i) as f64 - mean).powi(2)).sum::<f64>() / (n.max(2) - 1) as f64;
+    (mean as f32, var.sqrt() as f32 + 1e-8)
+}
+
+/// Separates `mix` (planar, at the model's rate and channel count) into the model's sources,
+/// streaming the result to `sink`, with up to `in_flight` segments computed in parallel.
+pub fn separate(
+    model: &Model,
+    stft: &Stft,
+    mix: &[Vec<f32>],
+    in_flight: usize,
+    sink: &mut dyn StemSink,
+    progress: &(dyn Fn(u8) + Sync),
+) -> Result<(), EngineError> {
+    let info = model.info();
+    let (channels, sources) = (info.channels, info.sources.len());
+    assert_eq!(
+        mix.len(),
+        channels,
+        "mix must have the model's channel count"
+    );
+    let chunking = Chunking::new(mix[0].len(), info.segment_samples, info.overlap);
+    let (mean, std) = normalisation(mix);
+    let n_chunks = chunking.count();
+    let in_flight = in_flight.clamp(1, n_chunks.max(1));
+
+    let next_index = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    // Index of the next chunk the overlap-add needs; workers stay within `in_flight` of it.
+    let frontier = (Mutex::new(0usize), Condvar::new());
+    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<f32>, EngineError>)>();
+
+    std::thread::scope(|scope| {
+        for _ in 0..in_flight {
+            let tx = tx.clone();
+            let (next_index, abort, frontier, chunking) =
+                (&next_index, &abort, &frontier, &chunking);
+            scope.spawn(move || {
+                let mut scratch = stft.scratch();
+                loop {
+                    let i = next_index.fetch_add(1, Ordering::SeqCst);
+                    if i >= n_chunks || abort.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    {
+                        let (lock, cv) = frontier;
+                        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                        let _g = cv
+                            .wait_while(guard, |f| {
+                                i >= *f + in_flight && !abort.load(Ordering::SeqCst)
+                            })
+                            .unwrap_or_else(|p| p.into_inner());
+                    }
+                    if abort.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        run_chunk(model, stft, mix, (mean, std), chunking, i, &mut scratch)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(EngineError::Inference(format!(
+                            "internal error in segment {i}"
+                        )))
+                    });
+                    if tx.send((i, result)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+
+        let result = overlap_add(
+            &chunking,
+            sources,
+            channels,
+            (mean, std),
+            &rx,
+            &frontier,
+            sink,
+            progress,
+        );
+        if result.is_err() {
+            abort.store(true, Ordering::SeqCst);
+            frontier.1.notify_all();
+        }
+        drop(rx);
+        result
+    })
+}
+
+/// The consumer side: receives chunk outputs in any order, adds them in offset order, emits the
+/// finished prefix after each one.
+#[allow(clippy::too_many_arguments)]
+fn overlap_add(
+    chunking: &Chunking,
+    sources: usize,
+    channels: usize,
+    (mean, std): (f32, f32),
+    rx: &mpsc::Receiver<(usize, Result<Vec<f32>, EngineError>)>,
+    frontier: &(Mutex<usize>, Condvar),
+    sink: &mut dyn StemSink,
+    progress: &(dyn Fn(u8) + Sync),
+) -> Result<(), EngineError> {
+    let n_chunks = chunking.count();
+    let planes = sources * channels;
+    // acc[p][k] and wsum[k] hold song samples base + k.
+    let mut acc: Vec<Vec<f32>> = vec![Vec::new(); planes];
+    let mut wsum: Vec<f32> = Vec::new();
+    let mut base = 0usize;
+    let mut pending: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+    let mut next = 0usize;
+    progress(0);
+    while next < n_chunks {
+        let (i, result) = rx
+            .recv()
+            .map_err(|_| EngineError::Inference("segment workers stopped early".into()))?;
+        pending.insert(i, result?);
+        while let Some(chunk) = pending.remove(&next) {
+            let (offset, len) = (chunking.offset(next), chunking.chunk_len(next));
+            let start = offset - base;
+            if wsum.len() < start + len {
+                wsum.resize(start + len, 0.0);
+                for a in &mut acc {
+                    a.resize(start + len, 0.0);
+                }
+            }
+            for (p, a) in acc.iter_mut().enumerate() {
+                let out = &chunk[p * len..(p + 1) * len];
+                for (k, (dst, &y)) in a[start..start + len].iter_mut().zip(out).enumerate() {
+                    *dst += chunking.weight(k) * y;
+                }
+            }
+            for (k, w) in wsum[start..start + len].iter_mut().enumerate() {
+                *w += chunking.weight(k);
+            }
+            next += 1;
+            {
+                let (lock, cv) = frontier;
+                *lock.lock().unwrap_or_else(|p| p.into_inner()) = next;
+                cv.notify_all();
+            }
+            // Later chunks start at or after the next offset: everything before it is final.
+            let done = if next < n_chunks {
+                chunking.offset(next)
+            } else {
+                chunking.len
+            };
+            let k = done - base;
+            let block: Vec<Vec<Vec<f32>>> = (0..sources)
+                .map(|s| {
+                    (0..channels)
+                        .map(|c| {
+                            acc[s * channels + c][..k]
+                                .iter()
+                                .zip(&wsum[..k])
+                                .map(|(&a, &w)| a / w * std + mean)
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect();
+            for a in &mut acc {
+                a.drain(..k);
+            }
+            wsum.drain(..k);
+            base = done;
+            sink.push(&block)?;
+            progress(((next * 100) / n_chunks) as u8);
+        }
+    }
+    Ok(())
+}
+
+/// Runs chunk `i`: pads it to the model's length from the song (zeros past the ends), normalises,
+/// runs STFT → core → iSTFT + time branch, and returns the centre-trimmed output `[S][C][len]`.
+fn run_chunk(
+    model: &Model,
+    stft: &Stft,
+    mix: &[Vec<f32>],
+    (mean, std): (f32, f32),
+    chunking: &Chunking,
+    i: usize,
+    scratch: &mut StftScratch,
+) -> Result<Vec<f32>, EngineError> {
+    let info = model.info();
+    let (channels, sources, t) = (info.channels, info.sources.len(), info.segment_samples);
+    let (offset, len) = (chunking.offset(i), chunking.chunk_len(i));
+    let delta = t - len;
+    let start = offset as isize - (delta / 2) as isize;
+    let song = chunking.len as isize;
+    let mut u = vec![0.0f32; channels * t];
+    for (c, plane) in u.chunks_exact_mut(t).enumerate() {
+        let lo = (-start).clamp(0, t as isize) as usize;
+        let hi = (song - start).clamp(0, t as isize) as usize;
+        let src = &mix[c][(start + lo as isize) as usize..(start + hi as isize) as usize];
+        for (dst, &x) in plane[lo..hi].iter_mut().zip(src) {
+            *dst = (x - mean) / std;
+        }
+    }
+    let mut spec = vec![0.0f32; stft.spec_len(channels)];
+    stft.forward_into(&u, channels, &mut spec, scratch);
+    let core = model.run(u, spec)?;
+    let fail = |e: tract_onnx::prelude::TractError| EngineError::Inference(format!("{e:#}"));
+    let freq_view = core.freq.try_as_plain_ram().map_err(fail)?;
+    let time_view = core.time.try_as_plain_ram().map_err(fail)?;
+    let freq = freq_view.as_slice::<f32>().map_err(fail)?;
+    let time = time_view.as_slice::<f32>().map_err(fail)?;
+    let spec_len = stft.spec_len(channels);
+    let mut y = vec![0.0f32; channels * t];
+    let mut out = vec![0.0f32; sources * channels * len];
+    let trim = delta / 2;
+    for s in 0..sources {
+        stft.inverse_into(
+            &freq[s * spec_len..(s + 1) * spec_len],
+            channels,
+            &mut y,
+            scratch,
+        );
+        for c in 0..channels {
+            let p = s * channels + c;
+            let time_plane = &time[p * t + trim..p * t + trim + len];
+            let freq_plane = &y[c * t + trim..c * t + trim + len];
+            for ((o, &xt), &x) in out[p * len..(p + 1) * len]
+                .iter_mut()
+                .zip(time_plane)
+                .zip(freq_plane)
+            {
+                *o = xt + x;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunking_matches_demucs_numbers() {
+        let c = Chunking::new(1_000_000, 343_980, 0.25);
+        assert_eq!(c.stride, 257_985);
+        assert_eq!(c.count(), 4);
+        assert_eq!(c.chunk_len(3), 1_000_000 - 3 * 257_985);
+        assert_eq!(Chunking::new(10, 44_100, 0.25).stride, 33_075);
+        // Weight ramps 1/T2 .. 1 .. 1/T2 with T2 = T - T/2.
+        let t = Chunking::new(10, 5, 0.25);
+        let w: Vec<f32> = (0..5).map(|i| t.weight(i)).collect();
+        assert_eq!(w, [1.0 / 3.0, 2.0 / 3.0, 1.0, 2.0 / 3.0, 1.0 / 3.0]);
+    }
+
+    #[test]
+    fn normalisation_is_unbiased() {
+        let (m, s) = normalisation(&[vec![1.0, 2.0, 3.0], vec![1.0, 2.0, 3.0]]);
+        assert_eq!(m, 2.0);
+        assert!((s - 1.0).abs() < 1e-6);
+    }
+}
