@@ -77,3 +77,46 @@ def test_hpa_fallback_variant_swaps_the_autoscaler():
     assert "HorizontalPodAutoscaler" in kinds and "ScaledObject" not in kinds, kinds
     assert not rep.problems, rep.problems
     assert not list(overlay.parent.glob(".check-*")), "the temporary variant copy was left behind"
+
+
+REST_SOURCES = {
+    "Cargo.toml": '[package]\nname = "stemsep-rest"\nversion = "0.1.0"\n',
+    "src/main.rs": "fn main() {}\n",
+    "src/config.rs": (
+        "#[derive(clap::Parser)]\npub struct RestArgs {\n"
+        '    /// Listen address.\n    #[arg(long, env = "STEMSEP_BIND",\n'
+        '          default_value = "0.0.0.0:5000")]\n    pub bind: String,\n}\n'
+    ),
+    "src/startup.rs": (
+        'App::new().route("/", web::get().to(index)).route("/healthz", web::get().to(healthz))\n'
+        '    .service(web::scope("/apiv1").route("/queue", web::get().to(queue)));\n'
+    ),
+}
+
+
+def _facts_with_rest(tmp_path: Path) -> code_facts.CodeFacts:
+    """The real common/ and worker/ with a REST crate shaped like the one being written, so the
+    strict route and bind-port checks are exercised before rest/src exists."""
+    root = deploy_check.ROOT
+    for d in ("common", "worker"):
+        shutil.copytree(root / d, tmp_path / d, ignore=shutil.ignore_patterns("target", "tests", "benches"))
+    shutil.copytree(root / "model", tmp_path / "model", ignore=shutil.ignore_patterns("*.onnx", "*.f32"))
+    for rel, text in REST_SOURCES.items():
+        (tmp_path / "rest" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rest" / rel).write_text(text)
+    return code_facts.load(tmp_path)
+
+
+def test_routes_and_bind_port_are_checked_once_rest_code_exists(tmp_path):
+    facts = _facts_with_rest(tmp_path)
+    assert facts.components["rest"].env["STEMSEP_BIND"].default == "0.0.0.0:5000"
+    assert {"/", "/healthz"} <= facts.components["rest"].paths
+    objs, _ = render.render(deploy_check.K8S / "overlays" / "local")
+    rep = deploy_check.Report("local")
+    deploy_check.check_agreement(objs, facts, rep)
+    assert not rep.problems and not rep.pending, (rep.problems, rep.pending)
+
+    objs, _ = render.render(Path(__file__).parent / "fixtures" / "wrong-probe-path")
+    rep = deploy_check.Report("wrong-probe-path")
+    deploy_check.check_agreement(objs, facts, rep)
+    assert any("readinessProbe path /health is not a route" in p for p in rep.problems), rep.problems
