@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""Export an HTDemucs model to the stemsep split form: host STFT/iSTFT + learned core in ONNX.
+
+The contract (tensor names, shapes, metadata keys, host DSP) is in model/README.md.
+
+Modes:
+  --model NAME        pretrained weights via demucs.pretrained.get_model (downloads: needs internet)
+  --random-init       the htdemucs architecture (kwargs of checkpoint 955717e8) with seeded random weights
+  --tiny              a small HTDemucs (same architecture, few channels, 1 s segment) for tests
+With --golden DIR it also writes golden vectors produced by demucs' own Separator/apply_model path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import demucs
+from demucs.htdemucs import HTDemucs
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+FORMAT_VERSION = 1
+OPSET = 17
+OVERLAP = 0.25
+
+# Constructor kwargs stored in the official htdemucs checkpoint (hybrid_transformer/955717e8-8726e21a.th,
+# pkg["kwargs"]); every key not listed equals HTDemucs' default. Used only for --random-init, which must
+# reproduce the pretrained model's shapes and cost without downloading it.
+HTDEMUCS_KWARGS = dict(
+    audio_channels=2, channels=48, channels_time=None, growth=2, nfft=4096, wiener_iters=0, end_iters=0,
+    wiener_residual=False, cac=True, depth=4, rewrite=True, multi_freqs=[], multi_freqs_depth=3,
+    freq_emb=0.2, emb_scale=10, emb_smooth=True, kernel_size=8, time_stride=2, stride=4, context=1,
+    context_enc=0, norm_starts=4, norm_groups=4, dconv_mode=3, dconv_depth=2, dconv_comp=8, dconv_init=1e-3,
+    bottom_channels=512, t_layers=5, t_emb="sin", t_hidden_scale=4.0, t_heads=8, t_dropout=0.02,
+    t_max_positions=10000, t_norm_in=True, t_norm_in_group=False, t_group_norm=False, t_norm_first=True,
+    t_norm_out=True, t_max_period=10000.0, t_weight_decay=0.0, t_lr=None, t_layer_scale=True, t_gelu=True,
+    t_weight_pos_embed=1.0, t_sin_random_shift=0, t_cape_mean_normalize=True, t_cape_augment=True,
+    t_cape_glob_loc_scale=[5000.0, 1.0, 1.4], t_sparse_self_attn=False, t_sparse_cross_attn=False,
+    t_mask_type="diag", t_mask_random_seed=42, t_sparse_attn_window=400, t_global_window=100,
+    t_sparsity=0.95, t_auto_sparsity=False, t_cross_first=False, rescale=0.1, samplerate=44100,
+    segment=Fraction(39, 5), use_train_segment=True,
+)
+
+# Same architecture as htdemucs (depth 4, nfft 4096 so the host DSP is the production one, dconv in
+# encoder and decoder, bottom channels, self- and cross-attention layers), shrunk to a few hundred kB.
+TINY_KWARGS = dict(
+    HTDEMUCS_KWARGS, channels=8, bottom_channels=32, t_layers=2, t_heads=2, t_dropout=0.0, segment=1,
+)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def wake_layer_scales(model: nn.Module, gen: torch.Generator) -> None:
+    """Give every LayerScale a scale of order 0.1-1.
+
+    At init demucs sets them to 1e-3 (DConv) and 1e-4 (transformer), so a random model's output would barely
+    depend on those blocks and an ONNX/tract bug inside them would go unnoticed by the golden test.
+    """
+    from demucs.transformer import LayerScale
+
+    for module in model.modules():
+        if isinstance(module, LayerScale):
+            with torch.no_grad():
+                module.scale.copy_(0.1 + 0.9 * torch.rand(module.scale.shape, generator=gen))
+
+
+def build_model(args) -> tuple[HTDemucs, str, str]:
+    """Returns (model in eval mode, stemsep.name, stemsep.version)."""
+    if args.model:
+        from demucs.apply import BagOfModels
+        from demucs.pretrained import get_model
+
+        loaded = get_model(args.model)
+        if isinstance(loaded, BagOfModels):
+            if len(loaded.models) != 1 or any(w != 1.0 for ws in loaded.weights for w in ws):
+                sys.exit(f"{args.model} is a bag of {len(loaded.models)} weighted models; "
+                         "export supports single-model bags only")
+            model = loaded.models[0]
+        else:
+            model = loaded
+        if not isinstance(model, HTDemucs):
+            sys.exit(f"{args.model} is a {type(model).__name__}, only HTDemucs is supported")
+        sig = getattr(model, "_stemsep_sig", None) or args.model
+        return model.eval(), args.model, f"demucs-{demucs.__version__}:{sig}"
+    seed_everything(args.seed)
+    if args.tiny:
+        model = HTDemucs(sources=SOURCES, **TINY_KWARGS)
+        gen = torch.Generator().manual_seed(args.seed)
+        wake_layer_scales(model, gen)
+        return model.eval(), "tiny", f"demucs-{demucs.__version__}:tiny-seed-{args.seed}"
+    model = HTDemucs(sources=SOURCES, **HTDEMUCS_KWARGS)
+    return model.eval(), "htdemucs-random", f"demucs-{demucs.__version__}:random-init-seed-{args.seed}"
+
+
+def mean_std(x: torch.Tensor, dims: tuple[int, ...], unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x.mean(dims)` and the unbiased `x.std(dims)` (keepdim) over trailing axes `dims`, summed in short runs.
+
+    Same value as demucs' `x.mean(...)`/`x.std(...)`. ONNX runtimes sum a multi-axis ReduceMean in one long
+    f32 pass (tract also merges chained reduces back into one): over a spectrogram's 360 k (tiny) to 2.7 M
+    (htdemucs) values that is ~3e-5 relative error against torch's pairwise sums, which alone caps the tiny
+    model's stems near 90 dB SNR. Here every axis is split into runs of at most 64 and each run is summed by a
+    MatMul with a constant vector, which no runtime rewrites into a long reduction.
+    """
+    assert list(dims) == list(range(x.dim() - len(dims), x.dim())), "dims must be the trailing axes"
+    # Plain ints: under tracing, sizes taken from x.shape become graph values and the constant vectors below
+    # would be exported as computations.
+    lead = [int(v) for v in x.shape[: x.dim() - len(dims)]]
+    # The reduced values are contiguous, so any factorisation of their count is a valid reshape: split it
+    # into prime factors and regroup them greedily into runs of at most 64.
+    count = math.prod(int(x.shape[d]) for d in dims)
+    primes, n, p = [], count, 2
+    while p * p <= n:
+        while n % p == 0:
+            primes.append(p)
+            n //= p
+        p += 1
+    if n > 1:
+        primes.append(n)
+    runs: list[int] = []
+    for f in sorted(primes, reverse=True):
+        for i, r in enumerate(runs):
+            if r * f <= 64:
+                runs[i] *= f
+                break
+        else:
+            runs.append(f)
+
+    def mean(v: torch.Tensor) -> torch.Tensor:
+        v = v.reshape(lead + runs)
+        for n in reversed(runs):
+            v = torch.matmul(v, torch.full((n, 1), 1.0 / n, dtype=v.dtype))[..., 0]
+        return v.reshape(lead + [1] * len(dims))
+
+    m = mean(x)
+    var = mean((x - m) * (x - m))
+    if unbiased:
+        var = var * (count / (count - 1))
+    return m, var.sqrt()
+
+
+class StableGroupNorm(nn.Module):
+    """nn.GroupNorm with its statistics summed in short runs (see `mean_std`).
+
+    demucs' DConv branches use GroupNorm(1, C) over whole segments (516 k values per norm in htdemucs' first
+    time layer); exported as InstanceNormalization, tract sums those in one f32 pass.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        self.groups, self.eps = norm.num_groups, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = [int(v) for v in x.shape]
+        v = x.reshape(shape[0], self.groups, -1)
+        m, std = mean_std(v, (2,), unbiased=False)
+        v = (v - m) / torch.sqrt(std * std + self.eps)
+        affine = [1, shape[1]] + [1] * (len(shape) - 2)
+        return v.reshape(shape) * self.weight.reshape(affine) + self.bias.reshape(affine)
+
+
+class StableTokenGroupNorm(StableGroupNorm):
+    """demucs.transformer.MyGroupNorm (GroupNorm over `(B, T, C)` tokens), e.g. each layer's `norm_out`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def with_stable_norms(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose GroupNorms are Stable*GroupNorms (same parameters, same values)."""
+    from demucs.transformer import MyGroupNorm
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.GroupNorm:
+                setattr(parent, name, StableGroupNorm(child))
+            elif type(child) is MyGroupNorm:
+                setattr(parent, name, StableTokenGroupNorm(child))
+    return model
+
+
+class Core(nn.Module):
+    """HTDemucs.forward (htdemucs.py:527-661) minus `_spec`, `_mask`/`_ispec` and the final sum.
+
+    The body mirrors demucs' code statement by statement so the exported graph is the same computation;
+    only the STFT on the way in and the iSTFT on the way out are left to the host.
+    """
+
+    def __init__(self, model: HTDemucs):
+        super().__init__()
+        self.m = model
+
+    def forward(self, mix: torch.Tensor, spec: torch.Tensor):
+        m = self.m
+        length = mix.shape[-1]
+        x = spec
+        B, C, Fq, T = x.shape
+
+        mean, std = mean_std(x, (1, 2, 3))
+        x = (x - mean) / (1e-5 + std)
+
+        xt = mix
+        meant, stdt = mean_std(xt, (1, 2))
+        xt = (xt - meant) / (1e-5 + stdt)
+
+        saved, saved_t, lengths, lengths_t = [], [], [], []
+        for idx, encode in enumerate(m.encoder):
+            lengths.append(x.shape[-1])
+            inject = None
+            if idx < len(m.tencoder):
+                lengths_t.append(xt.shape[-1])
+                tenc = m.tencoder[idx]
+                xt = tenc(xt)
+                if not tenc.empty:
+                    saved_t.append(xt)
+                else:
+                    inject = xt
+            x = encode(x, inject)
+            if idx == 0 and m.freq_emb is not None:
+                frs = torch.arange(x.shape[-2], device=x.device)
+                emb = m.freq_emb(frs).t()[None, :, :, None].expand_as(x)
+                x = x + m.freq_emb_scale * emb
+            saved.append(x)
+
+        if m.crosstransformer:
+            if m.bottom_channels:
+                b, c, f, t = x.shape
+                x = x.reshape(b, c, f * t)
+                x = m.channel_upsampler(x)
+                x = x.reshape(b, -1, f, t)
+                xt = m.channel_upsampler_t(xt)
+            x, xt = m.crosstransformer(x, xt)
+            if m.bottom_channels:
+                b, c, f, t = x.shape
+                x = x.reshape(b, c, f * t)
+                x = m.channel_downsampler(x)
+                x = x.reshape(b, -1, f, t)
+                xt = m.channel_downsampler_t(xt)
+
+        for idx, decode in enumerate(m.decoder):
+            skip = saved.pop(-1)
+            x, pre = decode(x, skip, lengths.pop(-1))
+            offset = m.depth - len(m.tdecoder)
+            if idx >= offset:
+                tdec = m.tdecoder[idx - offset]
+                length_t = lengths_t.pop(-1)
+                if tdec.empty:
+                    pre = pre[:, :, 0]
+                    xt, _ = tdec(pre, None, length_t)
+                else:
+                    skip = saved_t.pop(-1)
+                    xt, _ = tdec(xt, skip, length_t)
+        assert not saved and not saved_t and not lengths_t
+
+        S = len(m.sources)
+        x = x.view(B, S, -1, Fq, T)
+        x = x * std[:, None] + mean[:, None]
+        xt = xt.view(B, S, -1, length)
+        xt = xt * stdt[:, None] + meant[:, None]
+        return x, xt
+
+
+def facts(model: HTDemucs, name: str, version: str) -> dict[str, str]:
+    """The stemsep.* metadata; every value a string, as ONNX metadata_props requires."""
+    if not (model.cac and model.use_train_segment and model.wiener_iters == 0):
+        sys.exit("only CaC HTDemucs with use_train_segment and no Wiener filtering fits the split contract")
+    seg = int(model.segment * model.samplerate)
+    nfft, hop = model.nfft, model.hop_length
+    frames = math.ceil(seg / hop)
+    pad_left = hop // 2 * 3
+    return {
+        "stemsep.format": str(FORMAT_VERSION),
+        "stemsep.name": name,
+        "stemsep.version": version,
+        "stemsep.sources": ",".join(model.sources),
+        "stemsep.sample_rate": str(model.samplerate),
+        "stemsep.channels": str(model.audio_channels),
+        "stemsep.segment_samples": str(seg),
+        "stemsep.nfft": str(nfft),
+        "stemsep.hop": str(hop),
+        "stemsep.bins": str(nfft // 2),
+        "stemsep.frames": str(frames),
+        "stemsep.pad_left": str(pad_left),
+        "stemsep.pad_right": str(pad_left + frames * hop - seg),
+        "stemsep.overlap": str(OVERLAP),
+        "stemsep.stride_samples": str(int((1 - OVERLAP) * seg)),
+        "stemsep.spec_layout": "cac",
+        "stemsep.inputs": "mix,spec",
+        "stemsep.outputs": "freq,time",
+    }
+
+
+def example_inputs(model: HTDemucs, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised-looking segment and its spectrogram computed by demucs' own `_spec`/`_magnitude`."""
+    seg = int(model.segment * model.samplerate)
+    gen = torch.Generator().manual_seed(seed + 1)
+    mix = torch.randn(1, model.audio_channels, seg, generator=gen)
+    with torch.no_grad():
+        spec = model._magnitude(model._spec(mix))
+    return mix, spec.contiguous()
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm((a - b).ravel()) / max(np.linalg.norm(b.ravel()), 1e-30))
+
+
+def check_wrapper(model: HTDemucs, core: Core, mix: torch.Tensor, spec: torch.Tensor) -> float:
+    """Host STFT → core → host iSTFT + time (all torch) must equal HTDemucs.forward."""
+    with torch.no_grad():
+        want = model(mix)
+        freq, time = core(mix, spec)
+        got = time + model._ispec(model._mask(None, freq), mix.shape[-1])
+    return rel_l2(got.numpy(), want.numpy())
+
+
+def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, meta: dict[str, str]) -> None:
+    import onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    # nn.MultiheadAttention's inference fast path is a fused aten op with no ONNX symbolic.
+    torch.backends.mha.set_fastpath_enabled(False)
+    with torch.no_grad():
+        # The TorchScript exporter gives a plain opset-17 graph with constants folded (positional embeddings,
+        # frequency embedding) that tract loads; static shapes: one segment, batch 1.
+        torch.onnx.export(
+            core, (mix, spec), str(tmp), input_names=["mix", "spec"], output_names=["freq", "time"],
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+    proto = onnx.load(str(tmp))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "stemsep model/export.py"
+    proto.doc_string = "HTDemucs learned core; host STFT/iSTFT contract in stemsep model/README.md"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    tmp.unlink()
+    Path(str(out) + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def check_onnx(path: Path, core: Core, mix: torch.Tensor, spec: torch.Tensor, threads: int) -> dict:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    freq, time = sess.run(["freq", "time"], {"mix": mix.numpy(), "spec": spec.numpy()})
+    with torch.no_grad():
+        tfreq, ttime = core(mix, spec)
+    return {"freq_rel_l2": rel_l2(freq, tfreq.numpy()), "time_rel_l2": rel_l2(time, ttime.numpy()),
+            "freq_shape": list(freq.shape), "time_shape": list(time.shape)}
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def synth_clip(sample_rate: int, length: int, seed: int) -> np.ndarray:
+    """Deterministic stereo test clip [2, length] float32, peak around 0.3-0.5.
+
+    Music-ish: a bass line, a chord with harmonics panned differently left/right, a vibrato lead, and
+    noise-burst "drums" with exponential decay, so every source head and both STFT edges see real signal.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / sample_rate
+    out = np.zeros((2, length))
+    bass_notes = [55.0, 73.42, 61.74, 82.41]
+    note_len = length / len(bass_notes)
+    for i, f0 in enumerate(bass_notes):
+        sl = slice(int(i * note_len), int((i + 1) * note_len))
+        env = np.minimum(1.0, (t[sl] - t[sl][0]) * 40) * np.exp(-(t[sl] - t[sl][0]) * 1.5)
+        tone = np.sin(2 * np.pi * f0 * t[sl]) + 0.3 * np.sin(2 * np.pi * 2 * f0 * t[sl])
+        out[:, sl] += 0.12 * env * tone
+    for f0, pan in [(261.63, 0.2), (329.63, 0.5), (392.0, 0.8)]:
+        tone = sum(np.sin(2 * np.pi * h * f0 * t + h) / h ** 1.5 for h in range(1, 7))
+        out[0] += 0.05 * (1 - pan) * tone
+        out[1] += 0.05 * pan * tone
+    vib = 880.0 * t + 3.0 * np.sin(2 * np.pi * 5.5 * t) / (2 * np.pi)
+    lead = np.sin(2 * np.pi * vib) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t))
+    out[0] += 0.06 * lead
+    out[1] += 0.04 * lead
+    hit_every = int(0.25 * sample_rate)
+    for start in range(int(0.05 * sample_rate), length, hit_every):
+        n = min(length - start, int(0.15 * sample_rate))
+        decay = np.exp(-np.arange(n) / (0.03 * sample_rate))
+        noise = rng.standard_normal((2, n))
+        noise[1] = 0.7 * noise[1] + 0.3 * noise[0]
+        out[:, start:start + n] += 0.1 * decay * noise
+    return out.astype(np.float32)
+
+
+def separator_for(model: HTDemucs):
+    """A demucs.api.Separator around an in-memory model, with the options Separator uses by default
+    except shifts (0) — so golden stems come from `Separator.separate_tensor` itself."""
+    from demucs.api import Separator
+
+    sep = Separator.__new__(Separator)
+    sep._name, sep._repo = "stemsep-export", None
+    sep._model = model
+    sep._audio_channels = model.audio_channels
+    sep._samplerate = model.samplerate
+    sep.update_parameter(device="cpu", shifts=0, overlap=OVERLAP, split=True, segment=None, jobs=0,
+                         progress=False, callback=None, callback_arg=None)
+    return sep
+
+
+def write_golden(model: HTDemucs, out_dir: Path, length: int, seed: int) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg = int(model.segment * model.samplerate)
+    stride = int((1 - OVERLAP) * seg)
+    if length % stride == 0 or length < 2 * stride + seg // 2:
+        sys.exit(f"golden length {length} must not be a multiple of the stride {stride} and span >= 3 segments")
+    mix = synth_clip(model.samplerate, length, seed)
+    wav = torch.from_numpy(mix)
+    ref = wav.mean(0)
+    mean, std = float(ref.mean()), float(ref.std() + 1e-8)
+    with torch.no_grad():
+        _, stems = separator_for(model).separate_tensor(wav)
+    stems = np.stack([stems[s].numpy() for s in model.sources]).astype("<f4")
+    mix.astype("<f4").tofile(out_dir / "mix.f32")
+    stems.tofile(out_dir / "stems.f32")
+    meta = {
+        "sample_rate": model.samplerate,
+        "channels": model.audio_channels,
+        "length": length,
+        "sources": list(model.sources),
+        "segment_samples": seg,
+        "stride_samples": stride,
+        "overlap": OVERLAP,
+        "chunks": list(range(0, length, stride)),
+        "mean": mean,
+        "std": std,
+        "layout": "mix.f32: f32 LE planar [channels][length]; stems.f32: f32 LE planar [sources][channels][length]",
+        "generator": f"model/export.py --tiny (demucs {demucs.__version__}, torch {torch.__version__}), "
+                     "Separator.separate_tensor: shifts=0 split=True overlap=0.25",
+        "clip_seed": seed,
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--model", help="pretrained demucs model name (needs internet), e.g. htdemucs")
+    mode.add_argument("--random-init", action="store_true", help="htdemucs architecture, random weights")
+    mode.add_argument("--tiny", action="store_true", help="small HTDemucs for tests")
+    ap.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs")
+    ap.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path (+ .onnx.json)")
+    ap.add_argument("--golden", type=Path, help="write golden vectors (mix/stems/meta) to this directory")
+    ap.add_argument("--golden-length", type=int, default=100_000, help="golden clip length, samples")
+    ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+    ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, name, version = build_model(args)
+    meta = facts(model, name, version)
+    core = Core(model).eval()
+    exported = Core(with_stable_norms(model)).eval()
+    mix, spec = example_inputs(model, args.seed)
+    print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
+          f"params {sum(p.numel() for p in model.parameters()):,}")
+    print(f"torch, host DSP + exported core vs HTDemucs.forward: rel L2 "
+          f"{check_wrapper(model, exported, mix, spec):.3e}")
+
+    export_onnx(exported, mix, spec, args.output, meta)
+    print(f"wrote {args.output} ({os.path.getsize(args.output) / 1e6:.2f} MB) and {args.output}.json")
+    print("ops:", json.dumps(op_histogram(args.output)))
+    if not args.no_check:
+        print("onnxruntime vs torch:", json.dumps(check_onnx(args.output, core, mix, spec, args.threads)))
+    if args.golden:
+        gmeta = write_golden(model, args.golden, args.golden_length, args.seed)
+        print(f"golden: {gmeta['length']} samples, chunks at {gmeta['chunks']} -> {args.golden}")
+
+
+if __name__ == "__main__":
+    main()
