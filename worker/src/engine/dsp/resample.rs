@@ -35,7 +35,8 @@ pub fn resample(channels: Vec<Vec<f32>>, from: u32, to: u32) -> Result<Vec<Vec<f
             // Past the end: zero-padded partial blocks flush the resampler's delay line.
             let rest = pos.min(n_in);
             let input: Vec<&[f32]> = channels.iter().map(|c| &c[rest..]).collect();
-            resampler.process_partial_into_buffer(Some(&input), &mut block, None)
+            let input = (rest < n_in).then_some(input.as_slice());
+            resampler.process_partial_into_buffer(input, &mut block, None)
         }
         .map_err(|e| EngineError::Corrupt(format!("resampling failed: {e}")))?;
         pos += need;
