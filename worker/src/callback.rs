@@ -1,0 +1,585 @@
+//! The completion callback: one POST to the URL the client gave, best effort.
+//!
+//! The URL comes from an untrusted client, so before connecting the host is resolved and the
+//! request is refused if any resolved address is not a public unicast address (loopback, private,
+//! link-local — which includes the cloud metadata address 169.254.169.254 — CGNAT, multicast, …)
+//! or the host is a metadata server's name, unless [`Allowlist`] says otherwise. The connection is
+//! then pinned to exactly the addresses that were checked, so a second, different DNS answer
+//! (rebinding) cannot redirect it, and redirects are not followed.
+//!
+//! A callback never fails a job: its outcome ([`Outcome`]) lands in the job record's
+//! `callback_status` and in the logs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::json;
+use stemsep_common::job::{Job, JobState, Track};
+use url::{Host, Url};
+
+use crate::error::Error;
+
+/// Host names that reach a cloud provider's instance metadata service from inside a VM or pod.
+const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "metadata"];
+
+/// Why an address is not a public one, or `None` when it is.
+///
+/// Covers IPv4 "this network" 0/8, loopback 127/8, RFC 1918 private ranges, CGNAT 100.64/10,
+/// link-local 169.254/16 (the metadata address), multicast 224/4, reserved 240/4 and broadcast;
+/// IPv6 unspecified, loopback, unique local fc00::/7, link-local fe80::/10, site-local fec0::/10,
+/// multicast ff00::/8, and any IPv4 address embedded in an IPv6 one (mapped, compatible, NAT64
+/// 64:ff9b::/96, 6to4 2002::/16), which is judged as that IPv4 address.
+pub fn non_public(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => non_public_v4(v4),
+        IpAddr::V6(v6) => non_public_v6(v6),
+    }
+}
+
+fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, ..] = ip.octets();
+    if ip.is_unspecified() || a == 0 {
+        Some("unspecified address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if ip.is_private() {
+        Some("private address")
+    } else if a == 100 && (64..128).contains(&b) {
+        Some("shared (CGNAT) address")
+    } else if ip.is_link_local() {
+        Some("link-local address")
+    } else if ip.is_broadcast() {
+        Some("broadcast address")
+    } else if ip.is_multicast() {
+        Some("multicast address")
+    } else if a >= 240 {
+        Some("reserved address")
+    } else {
+        None
+    }
+}
+
+fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    if let Some(v4) = embedded_v4(ip) {
+        return non_public_v4(v4);
+    }
+    if ip.is_unspecified() {
+        Some("unspecified address")
+    } else if ip.is_loopback() {
+        Some("loopback address")
+    } else if s[0] & 0xfe00 == 0xfc00 {
+        Some("private (unique local) address")
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        Some("link-local address")
+    } else if s[0] & 0xffc0 == 0xfec0 {
+        Some("site-local address")
+    } else if ip.is_multicast() {
+        Some("multicast address")
+    } else {
+        None
+    }
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that route to it.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let o = ip.octets();
+    let tail = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        Some(v4)
+    } else if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+        // IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks); :: and ::1 excluded.
+        Some(tail)
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(tail)
+    } else if s[0] == 0x2002 {
+        Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else {
+        None
+    }
+}
+
+/// An IP network in CIDR form, `addr/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = Error;
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a single-host network).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || Error::Config(format!("{s:?} is neither a host name nor an IP network"));
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// Destinations allowed even though they are not public: exact host names and IP networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    hosts: Vec<String>,
+    nets: Vec<Cidr>,
+}
+
+impl Allowlist {
+    /// Parses entries such as `127.0.0.1`, `10.0.0.0/8`, `hooks.internal`; blanks are skipped.
+    /// An entry that parses as an address or network is one; anything else is a host name.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, Error> {
+        let mut list = Allowlist::default();
+        for e in entries {
+            let e = e.as_ref().trim();
+            if e.is_empty() {
+                continue;
+            }
+            if e.contains('/') || e.parse::<IpAddr>().is_ok() {
+                list.nets.push(e.parse()?);
+            } else if e
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                list.hosts
+                    .push(e.trim_end_matches('.').to_ascii_lowercase());
+            } else {
+                return Err(Error::Config(format!(
+                    "{e:?} is neither a host name nor an IP network"
+                )));
+            }
+        }
+        Ok(list)
+    }
+
+    fn allows_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| h == host)
+    }
+
+    fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// Whether a destination may be called: `Err(reason)` when it must be refused.
+///
+/// `host` is the URL's host as written (lowercase, without brackets); `addrs` are all the
+/// addresses it resolved to.
+pub fn check_destination(allow: &Allowlist, host: &str, addrs: &[IpAddr]) -> Result<(), String> {
+    let host = host.trim_end_matches('.');
+    if allow.allows_host(host) {
+        return Ok(());
+    }
+    if METADATA_HOSTS.contains(&host) {
+        return Err(format!("{host} is a metadata server"));
+    }
+    if addrs.is_empty() {
+        return Err(format!("{host} resolved to no address"));
+    }
+    for &ip in addrs {
+        if let Some(why) = non_public(ip) {
+            if !allow.allows_ip(ip) {
+                return Err(format!("{host} resolves to {ip}, a {why}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a callback ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint answered with a 2xx status.
+    Delivered,
+    /// Not attempted: the URL is malformed or points somewhere forbidden.
+    Refused(String),
+    /// Attempted, but every try failed (connection error, timeout, non-2xx status).
+    Failed(String),
+}
+
+impl Outcome {
+    /// A short label for metrics: `delivered`, `refused`, `failed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Refused(_) => "refused",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    /// The text stored in the job record's `callback_status`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Delivered => f.write_str("delivered"),
+            Outcome::Refused(why) => write!(f, "refused: {why}"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// Settings for [`Notifier`].
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// Non-public destinations that may be called anyway.
+    pub allow: Allowlist,
+    /// Base URL clients download stems from, e.g. `http://localhost:5000`.
+    pub public_url: Url,
+    /// Time limit of one try (connect + request + response).
+    pub timeout: Duration,
+    /// Tries before giving up (at least 1).
+    pub tries: u32,
+    /// Pause before the second try; doubled before each further one.
+    pub backoff: Duration,
+}
+
+/// Delivers callbacks.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    settings: CallbackSettings,
+}
+
+impl Notifier {
+    /// A notifier with these settings.
+    pub fn new(settings: CallbackSettings) -> Self {
+        Notifier { settings }
+    }
+
+    /// The download URL of one stem of `job`.
+    pub fn track_url(&self, job: &Job, track: Track) -> String {
+        let base = self.settings.public_url.as_str().trim_end_matches('/');
+        format!("{base}/apiv1/track/{}/{track}.mp3", job.hash)
+    }
+
+    /// The JSON body sent for `job` ending in `state` (`error` for a failed job).
+    pub fn payload(&self, job: &Job, state: JobState, error: Option<&str>) -> serde_json::Value {
+        let tracks: serde_json::Map<String, serde_json::Value> = if state == JobState::Done {
+            Track::ALL
+                .iter()
+                .map(|&t| (t.name().to_owned(), self.track_url(job, t).into()))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let data = job
+            .callback
+            .as_ref()
+            .map(|c| c.data.clone())
+            .unwrap_or_default();
+        let mut body = json!({ "hash": job.hash, "state": state, "tracks": tracks, "data": data });
+        if let Some(e) = error {
+            body["error"] = e.into();
+        }
+        body
+    }
+
+    /// Posts the callback of `job`, if it asked for one; `None` when it did not.
+    pub async fn notify(&self, job: &Job, state: JobState, error: Option<&str>) -> Option<Outcome> {
+        let cb = job.callback.as_ref()?;
+        let body = self.payload(job, state, error);
+        Some(self.post(&cb.url, &body).await)
+    }
+
+    /// Checks `url` and posts `body` to it, with retries.
+    pub async fn post(&self, url: &str, body: &serde_json::Value) -> Outcome {
+        let (url, pinned) = match self.admit(url).await {
+            Ok(v) => v,
+            Err(why) => return Outcome::Refused(why),
+        };
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(self.settings.timeout)
+            .connect_timeout(self.settings.timeout);
+        if let Some((host, addrs)) = &pinned {
+            builder = builder.resolve_to_addrs(host, addrs);
+        }
+        let client = match builder.build() {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("HTTP client: {e}")),
+        };
+        let mut pause = self.settings.backoff;
+        let mut last = String::new();
+        for attempt in 0..self.settings.tries.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            match client.post(url.clone()).json(body).send().await {
+                Ok(r) if r.status().is_success() => return Outcome::Delivered,
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = error_chain(&e),
+            }
+        }
+        Outcome::Failed(format!(
+            "{last} (after {} tries)",
+            self.settings.tries.max(1)
+        ))
+    }
+
+    /// Parses and vets `url`; for a domain, also the addresses the request must be pinned to.
+    async fn admit(&self, url: &str) -> Result<(Url, Option<(String, Vec<SocketAddr>)>), String> {
+        let url = Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme {:?} is not http or https", url.scheme()));
+        }
+        let port = url.port_or_known_default().ok_or("no port")?;
+        match url.host() {
+            None => Err("the URL has no host".into()),
+            Some(Host::Ipv4(ip)) => {
+                check_destination(&self.settings.allow, &ip.to_string(), &[ip.into()])?;
+                Ok((url, None))
+            }
+            Some(Host::Ipv6(ip)) => {
+                check_destination(&self.settings.allow, &ip.to_string(), &[ip.into()])?;
+                Ok((url, None))
+            }
+            Some(Host::Domain(d)) => {
+                let host = d.to_ascii_lowercase();
+                let addrs: Vec<SocketAddr> = tokio::time::timeout(
+                    self.settings.timeout,
+                    tokio::net::lookup_host((host.as_str(), port)),
+                )
+                .await
+                .map_err(|_| format!("resolving {host} timed out"))?
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+                let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+                check_destination(&self.settings.allow, &host, &ips)?;
+                Ok((url, Some((host, addrs))))
+            }
+        }
+    }
+}
+
+/// `e` and its sources on one line: reqwest's top-level message alone says little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        for a in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.1.1",
+            "169.253.1.1",
+            "223.255.255.255",
+            "2001:4860:4860::8888",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:0808:0808::1",
+        ] {
+            assert_eq!(non_public(ip(a)), None, "{a}");
+        }
+    }
+
+    #[test]
+    fn non_public_addresses_are_named() {
+        for (a, why) in [
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "unspecified"),
+            ("127.0.0.1", "loopback"),
+            ("127.255.0.9", "loopback"),
+            ("10.0.0.1", "private"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("192.168.1.1", "private"),
+            ("100.64.0.1", "CGNAT"),
+            ("100.127.255.255", "CGNAT"),
+            ("169.254.169.254", "link-local"),
+            ("169.254.0.1", "link-local"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("240.0.0.1", "reserved"),
+            ("::", "unspecified"),
+            ("::1", "loopback"),
+            ("fc00::1", "unique local"),
+            ("fd12:3456::1", "unique local"),
+            ("fe80::1", "link-local"),
+            ("febf::1", "link-local"),
+            ("fec0::1", "site-local"),
+            ("ff02::1", "multicast"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("::ffff:10.1.2.3", "private"),
+            ("::127.0.0.1", "loopback"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("2002:7f00:0001::", "loopback"),
+        ] {
+            let got = non_public(ip(a));
+            assert!(got.is_some_and(|g| g.contains(why)), "{a}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let c: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(c.contains(ip("10.255.1.2")));
+        assert!(c.contains(ip("::ffff:10.0.0.1")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        assert!(!c.contains(ip("fd00::1")));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert!(host.contains(ip("127.0.0.1")));
+        assert!(!host.contains(ip("127.0.0.2")));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("192.168.0.1")));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains(ip("fd12::1")));
+        assert!(!v6.contains(ip("fe80::1")));
+        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "x/8", "10.0.0.0/"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allowlist_parsing() {
+        let a = Allowlist::parse(&["127.0.0.1", " 10.0.0.0/8 ", "", "Hooks.Internal."]).unwrap();
+        assert_eq!(a.hosts, vec!["hooks.internal"]);
+        assert_eq!(a.nets.len(), 2);
+        assert!(Allowlist::parse(&["http://x"]).is_err());
+        assert!(Allowlist::parse(&["10.0.0.0/40"]).is_err());
+        assert_eq!(Allowlist::parse::<&str>(&[]).unwrap(), Allowlist::default());
+    }
+
+    #[test]
+    fn destinations() {
+        let none = Allowlist::default();
+        assert!(check_destination(&none, "example.com", &[ip("93.184.215.14")]).is_ok());
+        let err = check_destination(&none, "localhost", &[ip("127.0.0.1"), ip("::1")]).unwrap_err();
+        assert!(err.contains("loopback"), "{err}");
+        // One bad address among good ones is enough to refuse: the client picks which is used.
+        assert!(check_destination(&none, "mixed.test", &[ip("8.8.8.8"), ip("10.0.0.1")]).is_err());
+        assert!(check_destination(&none, "metadata.google.internal", &[ip("8.8.8.8")]).is_err());
+        assert!(check_destination(&none, "metadata.google.internal.", &[ip("8.8.8.8")]).is_err());
+        assert!(check_destination(&none, "metadata", &[ip("8.8.8.8")]).is_err());
+        assert!(check_destination(&none, "nowhere.test", &[]).is_err());
+
+        let lo = Allowlist::parse(&["127.0.0.1"]).unwrap();
+        assert!(check_destination(&lo, "localhost", &[ip("127.0.0.1")]).is_ok());
+        assert!(check_destination(&lo, "localhost", &[ip("127.0.0.1"), ip("::1")]).is_err());
+        assert!(check_destination(&lo, "x", &[ip("169.254.169.254")]).is_err());
+        let named = Allowlist::parse(&["localhost"]).unwrap();
+        assert!(check_destination(&named, "localhost", &[ip("127.0.0.1"), ip("::1")]).is_ok());
+        assert!(check_destination(&named, "other", &[ip("127.0.0.1")]).is_err());
+    }
+
+    fn notifier(allow: &[&str]) -> Notifier {
+        Notifier::new(CallbackSettings {
+            allow: Allowlist::parse(allow).unwrap(),
+            public_url: Url::parse("http://api.example:5000/").unwrap(),
+            timeout: Duration::from_secs(2),
+            tries: 3,
+            backoff: Duration::from_millis(10),
+        })
+    }
+
+    #[tokio::test]
+    async fn refused_urls_are_never_contacted() {
+        let n = notifier(&[]);
+        let body = json!({});
+        for (url, why) in [
+            ("http://localhost:5000", "loopback"),
+            ("http://127.0.0.1:9/x", "loopback"),
+            ("http://[::1]:5000/", "loopback"),
+            ("http://169.254.169.254/computeMetadata/v1/", "link-local"),
+            (
+                "http://metadata.google.internal/computeMetadata/v1/",
+                "metadata",
+            ),
+            ("http://10.1.2.3/", "private"),
+            ("http://[::ffff:7f00:1]/", "loopback"),
+            ("http://0x7f000001/", "loopback"),
+            ("http://2130706433/", "loopback"),
+            ("ftp://example.com/", "scheme"),
+            ("file:///etc/passwd", "scheme"),
+            ("not a url", "invalid URL"),
+        ] {
+            match n.post(url, &body).await {
+                Outcome::Refused(r) => assert!(r.contains(why), "{url}: {r}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn payload_shape() {
+        let n = notifier(&[]);
+        let hash = stemsep_common::job::SongHash::compute(b"song", "htdemucs");
+        let mut job = Job::new(hash.clone(), "htdemucs".into(), None);
+        job.callback = Some(stemsep_common::job::Callback {
+            url: "http://x".into(),
+            data: json!({"mp3": "a.mp3", "n": 1}),
+        });
+        let p = n.payload(&job, JobState::Done, None);
+        assert_eq!(p["hash"], hash.as_str());
+        assert_eq!(p["state"], "done");
+        assert_eq!(p["data"], json!({"mp3": "a.mp3", "n": 1}));
+        assert_eq!(
+            p["tracks"]["bass"],
+            format!("http://api.example:5000/apiv1/track/{hash}/bass.mp3")
+        );
+        assert_eq!(p["tracks"].as_object().unwrap().len(), 4);
+        assert!(p.get("error").is_none());
+        let f = n.payload(&job, JobState::Failed, Some("bad input"));
+        assert_eq!(f["state"], "failed");
+        assert_eq!(f["error"], "bad input");
+        assert_eq!(f["tracks"], json!({}));
+    }
+}

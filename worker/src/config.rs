@@ -1,0 +1,159 @@
+//! The worker's command line (every flag also an `STEMSEP_*` environment variable), parsed once
+//! and validated into [`RunnerConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use stemsep_common::config::{RedisArgs, StorageArgs};
+use url::Url;
+
+use crate::callback::{Allowlist, CallbackSettings};
+use crate::error::Error;
+use crate::SeparateOptions;
+
+/// `stemsep-worker`: claims songs from the queue and separates them into four stems.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "stemsep-worker", version, about)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub redis: RedisArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub storage: StorageArgs,
+    /// Directory holding one `<model>.onnx` (plus its sidecar JSON) per model a job may name.
+    #[arg(long, env = "STEMSEP_MODEL_DIR", default_value = "data/models")]
+    pub model_dir: PathBuf,
+    /// MP3 bitrate of the stems, in kbit/s.
+    #[arg(long, env = "STEMSEP_BITRATE", default_value_t = 320)]
+    pub bitrate: u32,
+    /// Longest song separated, in seconds; longer ones fail with a reason.
+    #[arg(long, env = "STEMSEP_MAX_SECONDS", default_value_t = 1200)]
+    pub max_seconds: u64,
+    /// Comma-separated host names and IP networks (`127.0.0.1`, `10.0.0.0/8`) that callbacks may
+    /// reach although they are not public.
+    #[arg(
+        long,
+        env = "STEMSEP_CALLBACK_ALLOW",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub callback_allow: Vec<String>,
+    /// Seconds one callback try may take.
+    #[arg(long, env = "STEMSEP_CALLBACK_TIMEOUT_SECS", default_value_t = 5)]
+    pub callback_timeout_secs: u64,
+    /// Base URL clients download stems from; callbacks carry `<base>/apiv1/track/<hash>/<track>.mp3`.
+    #[arg(
+        long,
+        env = "STEMSEP_PUBLIC_URL",
+        default_value = "http://localhost:5000"
+    )]
+    pub public_url: Url,
+    /// Address of the Prometheus `/metrics` endpoint; empty to serve none.
+    #[arg(long, env = "STEMSEP_METRICS_BIND", default_value = "0.0.0.0:9100")]
+    pub metrics_bind: String,
+    /// This worker's name in leases and logs (default: `<hostname>-<pid>`).
+    #[arg(long, env = "STEMSEP_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Seconds a running job may take to finish after SIGTERM before it is handed back.
+    #[arg(long, env = "STEMSEP_GRACE_SECS", default_value_t = 20)]
+    pub grace_secs: u64,
+    /// Seconds one claim waits on an empty queue (also how soon a stop request is noticed).
+    #[arg(long, env = "STEMSEP_CLAIM_BLOCK_SECS", default_value_t = 2)]
+    pub claim_block_secs: u64,
+}
+
+/// The validated settings the runner works with.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Lease holder name.
+    pub worker_id: String,
+    /// Where `<model>.onnx` files are.
+    pub model_dir: PathBuf,
+    /// Engine options for every job.
+    pub separate: SeparateOptions,
+    /// How long one claim blocks on an empty queue.
+    pub claim_block: Duration,
+    /// How long a running job may go on after a stop request.
+    pub grace: Duration,
+    /// Callback delivery settings.
+    pub callback: CallbackSettings,
+}
+
+impl WorkerArgs {
+    /// Validates the arguments into the runner's settings.
+    pub fn runner_config(&self) -> Result<RunnerConfig, Error> {
+        if !(8..=320).contains(&self.bitrate) {
+            return Err(Error::Config(format!(
+                "bitrate {} kbit/s is outside 8–320",
+                self.bitrate
+            )));
+        }
+        if !matches!(self.public_url.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "public URL {} is not http(s)",
+                self.public_url
+            )));
+        }
+        let worker_id = match &self.worker_id {
+            Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => format!(
+                "{}-{}",
+                gethostname::gethostname().to_string_lossy(),
+                std::process::id()
+            ),
+        };
+        Ok(RunnerConfig {
+            worker_id,
+            model_dir: self.model_dir.clone(),
+            separate: SeparateOptions {
+                bitrate_kbps: self.bitrate,
+                max_duration: Duration::from_secs(self.max_seconds),
+            },
+            claim_block: Duration::from_secs(self.claim_block_secs.clamp(1, 30)),
+            grace: Duration::from_secs(self.grace_secs),
+            callback: CallbackSettings {
+                allow: Allowlist::parse(&self.callback_allow)?,
+                public_url: self.public_url.clone(),
+                timeout: Duration::from_secs(self.callback_timeout_secs.max(1)),
+                tries: 3,
+                backoff: Duration::from_millis(500),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_and_flags() {
+        let a = WorkerArgs::try_parse_from(["stemsep-worker"]).unwrap();
+        let c = a.runner_config().unwrap();
+        assert_eq!(c.separate.bitrate_kbps, 320);
+        assert_eq!(c.separate.max_duration, Duration::from_secs(1200));
+        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(c.callback.allow, Allowlist::default());
+        let a = WorkerArgs::try_parse_from([
+            "stemsep-worker",
+            "--callback-allow",
+            "127.0.0.1,10.0.0.0/8",
+            "--worker-id",
+            "w1",
+            "--bitrate",
+            "128",
+        ])
+        .unwrap();
+        let c = a.runner_config().unwrap();
+        assert_eq!(c.worker_id, "w1");
+        assert_eq!(
+            c.callback.allow,
+            Allowlist::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap()
+        );
+        let bad =
+            WorkerArgs::try_parse_from(["stemsep-worker", "--callback-allow", "a b"]).unwrap();
+        assert!(bad.runner_config().is_err());
+    }
+}

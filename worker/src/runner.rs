@@ -1,0 +1,379 @@
+//! The worker loop: claim → fetch the input → separate → store the stems → acknowledge → callback.
+//!
+//! Delivery is at-least-once (see `stemsep_common::queue`): a claimed job holds a lease that a
+//! [`heartbeat`] refreshes every third of its lifetime; every worker also runs the [`reaper`],
+//! which gives the jobs of dead workers to live ones. A failed attempt goes back to the queue
+//! until the job is out of attempts, then to the dead-letter list with its reason. Redis outages
+//! are waited out: the loop backs off, reconnects and goes on. A stop request (SIGTERM) ends
+//! claiming; the job in hand gets a grace period to finish and is handed back otherwise.
+
+pub mod heartbeat;
+pub mod reaper;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use stemsep_common::job::{JobState, Track};
+use stemsep_common::queue::{Claim, Failed, Queue};
+use stemsep_common::storage::{ObjectKey, Storage};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::callback::Notifier;
+use crate::config::{RunnerConfig, WorkerArgs};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::models::Models;
+use heartbeat::Heartbeat;
+
+/// First pause after a Redis error; doubled on each further one.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// Longest pause between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long acknowledging a finished job is retried through a Redis outage. Past it the job is
+/// left to the reaper, which runs it again (its outputs are idempotent).
+const ACK_PATIENCE: Duration = Duration::from_secs(120);
+
+/// One worker: a claim loop plus its reaper, sharing a queue, storage and loaded models.
+pub struct Runner {
+    config: RunnerConfig,
+    queue: Queue,
+    storage: Arc<dyn Storage>,
+    models: Models,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+}
+
+/// What became of one claimed job.
+enum Ending {
+    Separated,
+    Failed(Error),
+    HandedBack,
+}
+
+impl Runner {
+    /// A runner over these parts.
+    pub fn new(
+        config: RunnerConfig,
+        queue: Queue,
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let models = Models::new(config.model_dir.clone());
+        let notifier = Notifier::new(config.callback.clone());
+        Runner {
+            config,
+            queue,
+            storage,
+            models,
+            notifier,
+            metrics,
+        }
+    }
+
+    /// Claims and runs jobs until `stop` is cancelled, then finishes or hands back the current
+    /// job, waits for pending callbacks (up to the grace period) and returns.
+    pub async fn run_until_stopped(&self, stop: CancellationToken) {
+        let lease = self.queue.settings().lease;
+        let reaper = tokio::spawn(reaper::run(
+            self.queue.clone(),
+            self.metrics.clone(),
+            (lease / 2).max(Duration::from_millis(250)),
+            stop.child_token(),
+        ));
+        tracing::info!(worker = %self.config.worker_id, "worker started");
+        let mut callbacks = JoinSet::new();
+        let mut backoff = Backoff::default();
+        let mut blocking = None;
+        while !stop.is_cancelled() {
+            while callbacks.try_join_next().is_some() {}
+            let conn = match &mut blocking {
+                Some(c) => c,
+                None => match self.queue.blocking_conn(self.config.claim_block).await {
+                    Ok(c) => blocking.insert(c),
+                    Err(e) => {
+                        backoff.fail("cannot connect to Redis", &e, &stop).await;
+                        continue;
+                    }
+                },
+            };
+            // The claim is never cut short by `stop`: a BLMOVE abandoned mid-flight could still
+            // move a job, which would then wait for the reaper. It returns within claim_block.
+            match self
+                .queue
+                .claim(conn, &self.config.worker_id, self.config.claim_block)
+                .await
+            {
+                Ok(None) => backoff.ok(),
+                Ok(Some(claim)) => {
+                    backoff.ok();
+                    self.run_claim(claim, &stop, &mut callbacks).await;
+                }
+                Err(e) => {
+                    // A fresh connection after any error: the old one may be dead or desynced.
+                    blocking = None;
+                    backoff.fail("claim failed", &e, &stop).await;
+                }
+            }
+        }
+        tracing::info!("stop requested: no more claims");
+        if tokio::time::timeout(self.config.grace, async {
+            while callbacks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                pending = callbacks.len(),
+                "callbacks still running at exit, abandoned"
+            );
+        }
+        reaper.abort();
+        tracing::info!("worker stopped");
+    }
+
+    /// Runs one claimed job to its end: acknowledged, failed, or handed back on stop.
+    async fn run_claim(&self, claim: Claim, stop: &CancellationToken, callbacks: &mut JoinSet<()>) {
+        let started = Instant::now();
+        let hash = claim.job.hash.clone();
+        self.metrics.jobs_claimed.inc();
+        tracing::info!(%hash, model = %claim.job.model, attempt = claim.job.attempts, "job claimed");
+        let lease = self.queue.settings().lease;
+        let _heartbeat = Heartbeat::start(self.queue.clone(), claim.clone(), lease / 3);
+
+        let work = self.attempt(&claim);
+        tokio::pin!(work);
+        let ending = tokio::select! {
+            r = &mut work => r.map_or_else(Ending::Failed, |()| Ending::Separated),
+            _ = stop.cancelled() => {
+                tracing::info!(%hash, grace_secs = self.config.grace.as_secs(), "stop requested: finishing the current job");
+                match tokio::time::timeout(self.config.grace, &mut work).await {
+                    Ok(r) => r.map_or_else(Ending::Failed, |()| Ending::Separated),
+                    Err(_) => Ending::HandedBack,
+                }
+            }
+        };
+
+        match ending {
+            Ending::Separated => {
+                if self
+                    .persist("acknowledge", || self.queue.complete(&claim))
+                    .await
+                    .is_some()
+                {
+                    self.metrics.jobs_done.inc();
+                    self.metrics
+                        .job_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    tracing::info!(%hash, secs = started.elapsed().as_secs_f64(), "job done");
+                    self.spawn_callback(&claim, JobState::Done, None, callbacks);
+                }
+            }
+            Ending::Failed(e) => {
+                let reason = e.to_string();
+                self.metrics.jobs_failed.inc();
+                tracing::warn!(%hash, attempt = claim.job.attempts, error = %reason, "job attempt failed");
+                match self
+                    .persist("record the failure", || self.queue.fail(&claim, &reason))
+                    .await
+                {
+                    Some(Failed::Retrying) => self.metrics.jobs_retried.inc(),
+                    Some(Failed::Dead) => {
+                        self.metrics.jobs_dead.inc();
+                        tracing::error!(%hash, error = %reason, "job failed for good: dead-lettered");
+                        self.spawn_callback(&claim, JobState::Failed, Some(reason), callbacks);
+                    }
+                    Some(Failed::NotOurs) => {
+                        tracing::info!(%hash, "job failed here but another worker holds it now")
+                    }
+                    None => {}
+                }
+            }
+            Ending::HandedBack => {
+                if self
+                    .persist("hand back", || self.queue.release(&claim))
+                    .await
+                    .is_some()
+                {
+                    self.metrics.jobs_released.inc();
+                    tracing::warn!(%hash, "job not finished within the grace period: handed back");
+                }
+            }
+        }
+    }
+
+    /// One attempt at a job, up to and including storing its stems.
+    async fn attempt(&self, claim: &Claim) -> Result<(), Error> {
+        let hash = &claim.job.hash;
+        let input = self.storage.get(&ObjectKey::input(hash)).await?;
+        let separator = self.models.get(&claim.job.model).await?;
+
+        // Progress leaves the engine's thread through a watch channel, so Redis sees only the
+        // latest value and never slows the engine down.
+        let (tx, mut rx) = tokio::sync::watch::channel(0u8);
+        let queue = self.queue.clone();
+        let h = hash.clone();
+        let forward = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let p = *rx.borrow_and_update();
+                if let Err(e) = queue.set_progress(&h, p).await {
+                    tracing::debug!(hash = %h, error = %e, "progress not recorded");
+                }
+            }
+        });
+        let opts = self.config.separate.clone();
+        let segment_seconds = self.metrics.segment_seconds.clone();
+        let stems = tokio::task::spawn_blocking(move || {
+            // The first report comes after decoding, so only later intervals time a segment.
+            let last: Mutex<Option<Instant>> = Mutex::new(None);
+            let progress = |p: u8| {
+                let now = Instant::now();
+                if let Ok(mut last) = last.lock() {
+                    if let Some(t) = last.replace(now) {
+                        segment_seconds.observe(now.duration_since(t).as_secs_f64());
+                    }
+                }
+                tx.send_if_modified(|v| std::mem::replace(v, p) != p);
+            };
+            separator.separate_mp3(&input, &opts, &progress)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        // The last progress write must land before the acknowledgement sets 100.
+        let _ = forward.await;
+
+        for track in Track::ALL {
+            if !stems.iter().any(|(t, _)| *t == track) {
+                return Err(Error::MissingStem(track));
+            }
+        }
+        for (track, mp3) in stems {
+            self.storage
+                .put(&ObjectKey::stem(hash, track), Bytes::from(mp3))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Retries a Redis write through an outage for up to [`ACK_PATIENCE`]; `None` if it never
+    /// went through (the lease then lapses and the reaper takes over).
+    async fn persist<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = stemsep_common::Result<T>>,
+    {
+        let deadline = Instant::now() + ACK_PATIENCE;
+        let mut pause = BACKOFF_MIN;
+        loop {
+            match op().await {
+                Ok(v) => return Some(v),
+                Err(e) if Instant::now() + pause < deadline => {
+                    tracing::warn!(error = %e, "cannot {what} yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "gave up trying to {what}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Fires the job's callback, if it has one, without holding up the next claim.
+    fn spawn_callback(
+        &self,
+        claim: &Claim,
+        state: JobState,
+        error: Option<String>,
+        callbacks: &mut JoinSet<()>,
+    ) {
+        if claim.job.callback.is_none() {
+            return;
+        }
+        let job = claim.job.clone();
+        let notifier = self.notifier.clone();
+        let queue = self.queue.clone();
+        let metrics = self.metrics.clone();
+        callbacks.spawn(async move {
+            let Some(outcome) = notifier.notify(&job, state, error.as_deref()).await else {
+                return;
+            };
+            metrics
+                .callbacks
+                .with_label_values(&[outcome.label()])
+                .inc();
+            let hash = &job.hash;
+            match &outcome {
+                crate::callback::Outcome::Delivered => tracing::info!(%hash, "callback delivered"),
+                other => tracing::warn!(%hash, outcome = %other, "callback not delivered"),
+            }
+            if let Err(e) = queue
+                .set_note(hash, "callback_status", &outcome.to_string())
+                .await
+            {
+                tracing::warn!(%hash, error = %e, "callback outcome not recorded");
+            }
+        });
+    }
+}
+
+/// Exponential back-off between Redis reconnection attempts, logging the first failure of a run
+/// of failures as a warning and the rest at debug level.
+#[derive(Default)]
+struct Backoff {
+    pause: Option<Duration>,
+}
+
+impl Backoff {
+    fn ok(&mut self) {
+        if self.pause.take().is_some() {
+            tracing::info!("Redis reachable again");
+        }
+    }
+
+    async fn fail(&mut self, what: &str, e: &stemsep_common::Error, stop: &CancellationToken) {
+        let pause = match self.pause {
+            None => {
+                tracing::warn!(error = %e, "{what}; retrying");
+                BACKOFF_MIN
+            }
+            Some(p) => {
+                tracing::debug!(error = %e, "{what}; retrying");
+                (p * 2).min(BACKOFF_MAX)
+            }
+        };
+        self.pause = Some(pause);
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Builds the whole worker from its command line and runs it until `stop` is cancelled: storage,
+/// queue, the metrics endpoint and the claim loop.
+pub async fn serve(args: WorkerArgs, stop: CancellationToken) -> Result<(), Error> {
+    let config = args.runner_config()?;
+    let queue = args.redis.queue()?;
+    let storage = args.storage.storage().await?;
+    let metrics = Metrics::new()?;
+    let server = if args.metrics_bind.trim().is_empty() {
+        None
+    } else {
+        let (server, addr) = crate::metrics::serve(metrics.clone(), args.metrics_bind.trim())?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let handle = server.handle();
+        tokio::spawn(server);
+        Some(handle)
+    };
+    Runner::new(config, queue, storage, metrics)
+        .run_until_stopped(stop)
+        .await;
+    if let Some(h) = server {
+        h.stop(true).await;
+    }
+    Ok(())
+}
