@@ -13,7 +13,11 @@ use crate::Result;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisArgs {
     /// Redis URL.
-    #[arg(long, env = "STEMSEP_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "STEMSEP_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub redis_url: String,
     /// Prefix for every Redis key (empty: the lab's bare `toWorker` and `logging`).
     #[arg(long, env = "STEMSEP_KEY_PREFIX", default_value = "")]

@@ -43,7 +43,10 @@ impl FromStr for SongHash {
         if s.len() == 56 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(SongHash(s.to_ascii_lowercase()))
         } else {
-            Err(Error::Invalid { what: "song hash", value: s.chars().take(80).collect() })
+            Err(Error::Invalid {
+                what: "song hash",
+                value: s.chars().take(80).collect(),
+            })
         }
     }
 }
@@ -107,7 +110,10 @@ impl FromStr for Track {
             "drums" => Ok(Track::Drums),
             "bass" | "base" => Ok(Track::Bass),
             "other" => Ok(Track::Other),
-            _ => Err(Error::Invalid { what: "track", value: s.chars().take(80).collect() }),
+            _ => Err(Error::Invalid {
+                what: "track",
+                value: s.chars().take(80).collect(),
+            }),
         }
     }
 }
@@ -230,12 +236,22 @@ mod tests {
             SongHash::compute(b"", DEFAULT_MODEL).as_str(),
             "d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f"
         );
-        assert_ne!(SongHash::compute(b"", DEFAULT_MODEL), SongHash::compute(b"", "tiny"));
+        assert_ne!(
+            SongHash::compute(b"", DEFAULT_MODEL),
+            SongHash::compute(b"", "tiny")
+        );
     }
 
     #[test]
     fn hashes_reject_path_tricks() {
-        for bad in ["../etc/passwd", "", "zz", &"a".repeat(55), &"a".repeat(57), &format!("{}/", "a".repeat(55))] {
+        for bad in [
+            "../etc/passwd",
+            "",
+            "zz",
+            &"a".repeat(55),
+            &"a".repeat(57),
+            &format!("{}/", "a".repeat(55)),
+        ] {
             assert!(bad.parse::<SongHash>().is_err(), "{bad}");
         }
         assert!("A".repeat(56).parse::<SongHash>().is_ok());

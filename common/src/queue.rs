@@ -29,7 +29,9 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (empty for the lab-compatible names).
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.to_owned() }
+        Keys {
+            prefix: prefix.to_owned(),
+        }
     }
     /// The list of hashes waiting for a worker (`LPUSH` in, `BLMOVE` from the right out).
     pub fn to_worker(&self) -> String {
@@ -180,7 +182,10 @@ impl Queue {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.command_timeout))
             .set_response_timeout(Some(block + Duration::from_secs(5)));
-        Ok(self.client.get_multiplexed_async_connection_with_config(&cfg).await?)
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
     }
 
     /// `PING`: is Redis reachable?
@@ -205,13 +210,19 @@ impl Queue {
               return 'new'",
         );
         let mut inv = script.key(self.keys.job(&job.hash));
-        inv.key(self.keys.to_worker()).arg(if replace { "1" } else { "0" }).arg(job.hash.as_str());
+        inv.key(self.keys.to_worker())
+            .arg(if replace { "1" } else { "0" })
+            .arg(job.hash.as_str());
         for (k, v) in job_fields(job) {
             inv.arg(k).arg(v);
         }
         let mut c = self.conn().await?;
         let answer: String = inv.invoke_async(&mut c).await?;
-        Ok(if answer == "new" { Enqueued::New } else { Enqueued::Existing(answer.parse()?) })
+        Ok(if answer == "new" {
+            Enqueued::New
+        } else {
+            Enqueued::Existing(answer.parse()?)
+        })
     }
 
     /// The job record, if any.
@@ -293,7 +304,10 @@ impl Queue {
             return Ok(None);
         }
         match self.job(&hash).await? {
-            Some(job) => Ok(Some(Claim { job, worker: worker.to_owned() })),
+            Some(job) => Ok(Some(Claim {
+                job,
+                worker: worker.to_owned(),
+            })),
             None => Ok(None),
         }
     }
@@ -324,7 +338,10 @@ impl Queue {
         let _: () = c
             .hset_multiple(
                 self.keys.job(hash),
-                &[("progress", percent.min(100).to_string()), ("updated_at", unix_now().to_string())],
+                &[
+                    ("progress", percent.min(100).to_string()),
+                    ("updated_at", unix_now().to_string()),
+                ],
             )
             .await?;
         Ok(())
@@ -421,7 +438,9 @@ impl Queue {
         let claimed: Vec<String> = c.lrange(self.keys.processing(), 0, -1).await?;
         let mut out = Reaped::default();
         for raw in claimed {
-            let Ok(h) = raw.parse::<SongHash>() else { continue };
+            let Ok(h) = raw.parse::<SongHash>() else {
+                continue;
+            };
             let seen: String = Script::new(
                 r"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[2]) return 'alive' end
                   if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'suspect' end
@@ -509,7 +528,10 @@ fn job_fields(job: &Job) -> Vec<(&'static str, String)> {
 
 fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job> {
     let mut job = Job::new(hash.clone(), String::new(), None);
-    let num = |v: &str| v.parse::<i64>().map_err(|_| Error::Corrupt(format!("number {v:?}")));
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| Error::Corrupt(format!("number {v:?}")))
+    };
     for (k, v) in fields {
         match k.as_str() {
             "model" => job.model = v,
@@ -520,7 +542,8 @@ fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job
             "updated_at" => job.updated_at = num(&v)?.max(0) as u64,
             "callback" => {
                 job.callback = Some(
-                    serde_json::from_str::<Callback>(&v).map_err(|e| Error::Corrupt(e.to_string()))?,
+                    serde_json::from_str::<Callback>(&v)
+                        .map_err(|e| Error::Corrupt(e.to_string()))?,
                 )
             }
             "error" => job.error = Some(v),

@@ -40,7 +40,9 @@ impl Storage for LocalStorage {
         // Write beside the target, then rename: readers never see a partial object.
         let tmp = dir.join(format!(
             ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("object"),
             std::process::id() as u64 ^ rand_suffix()
         ));
         tokio::fs::write(&tmp, &data).await?;
@@ -54,7 +56,9 @@ impl Storage for LocalStorage {
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
         match tokio::fs::read(self.path(key)).await {
             Ok(v) => Ok(Bytes::from(v)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(key.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(key.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -73,7 +77,10 @@ impl Storage for LocalStorage {
         file.seek(std::io::SeekFrom::Start(start)).await?;
         let body = tokio_util::io::ReaderStream::new(file.take(end.saturating_sub(start)))
             .map(|r| r.map_err(Error::from));
-        Ok(ObjectReader { size, body: Box::pin(body) })
+        Ok(ObjectReader {
+            size,
+            body: Box::pin(body),
+        })
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<bool> {
