@@ -37,7 +37,8 @@ DOCKER = ROOT / "deploy" / "docker"
 # GKE's stable channel at the time of writing; the schemas are bundled by kubernetes-validate.
 K8S_VERSION = "1.31"
 KEDA_SCHEMA = HERE / "schemas" / "scaledobject-keda.sh-v1alpha1.json"
-# The API takes request bodies up to 16 MiB (base64 songs); nginx's default is 1 MiB.
+# The API takes request bodies up to 16 MiB (base64 songs) unless its code says otherwise
+# (STEMSEP_MAX_BODY_MIB); nginx's default is 1 MiB.
 BODY_SIZE = "16m"
 # Settings without which a pod starts but cannot work in a cluster, and why.
 REQUIRED_ENV = {
@@ -321,11 +322,14 @@ def check_rest(r: Rendered, env: dict[str, str], facts: code_facts.CodeFacts, re
         tp = container_port(c, sp.get("targetPort", sp.get("port")))
         if tp not in declared:
             rep.fail(f"Service/rest: targetPort {sp.get('targetPort')} is no port of the rest container")
+    # ingress-nginx must let through whatever the API itself accepts (nginx's `m` is MiB).
+    mib = effective("STEMSEP_MAX_BODY_MIB", env, allowed)
+    body = f"{mib}m" if mib and mib.isdigit() else BODY_SIZE
     for ing in r.all("Ingress"):
-        check_ingress(ing, r, rep)
+        check_ingress(ing, r, rep, body)
 
 
-def check_ingress(ing: dict, r: Rendered, rep: Report) -> None:
+def check_ingress(ing: dict, r: Rendered, rep: Report, body_size: str = BODY_SIZE) -> None:
     who = f"Ingress/{ing['metadata']['name']}"
     spec = ing.get("spec", {})
     ann = ing.get("metadata", {}).get("annotations", {})
@@ -347,9 +351,9 @@ def check_ingress(ing: dict, r: Rendered, rep: Report) -> None:
         rep.fail(f"{who}: sets both ingressClassName and the kubernetes.io/ingress.class annotation")
     if cls == "nginx":
         size = ann.get("nginx.ingress.kubernetes.io/proxy-body-size")
-        if size != BODY_SIZE:
-            rep.fail(f"{who}: nginx needs nginx.ingress.kubernetes.io/proxy-body-size: {BODY_SIZE} "
-                     f"(the API takes 16 MiB bodies; nginx's default is 1m), found {size!r}")
+        if size != body_size:
+            rep.fail(f"{who}: nginx needs nginx.ingress.kubernetes.io/proxy-body-size: {body_size} "
+                     f"(the API's body limit; nginx's default is 1m), found {size!r}")
     elif cls == "gce":
         if spec.get("ingressClassName"):
             rep.fail(f"{who}: GKE selects gce by the kubernetes.io/ingress.class annotation")
