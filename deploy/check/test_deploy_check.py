@@ -85,7 +85,9 @@ REST_SOURCES = {
     "src/config.rs": (
         "#[derive(clap::Parser)]\npub struct RestArgs {\n"
         '    /// Listen address.\n    #[arg(long, env = "STEMSEP_BIND",\n'
-        '          default_value = "0.0.0.0:5000")]\n    pub bind: String,\n}\n'
+        '          default_value = "0.0.0.0:5000")]\n    pub bind: String,\n'
+        '    /// Longest song, s.\n    #[arg(long, env = "STEMSEP_MAX_SECONDS", default_value_t = 1200)]\n'
+        "    pub max_seconds: u64,\n}\n"
     ),
     "src/startup.rs": (
         'App::new().route("/", web::get().to(index)).route("/healthz", web::get().to(healthz))\n'
