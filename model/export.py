@@ -392,6 +392,8 @@ def synth_clip(sample_rate: int, length: int, seed: int) -> np.ndarray:
     note_len = length / len(bass_notes)
     for i, f0 in enumerate(bass_notes):
         sl = slice(int(i * note_len), int((i + 1) * note_len))
+        if sl.stop <= sl.start:
+            continue
         env = np.minimum(1.0, (t[sl] - t[sl][0]) * 40) * np.exp(-(t[sl] - t[sl][0]) * 1.5)
         tone = np.sin(2 * np.pi * f0 * t[sl]) + 0.3 * np.sin(2 * np.pi * 2 * f0 * t[sl])
         out[:, sl] += 0.12 * env * tone
@@ -475,13 +477,17 @@ def main() -> None:
     ap.add_argument("--golden-length", type=int, default=100_000, help="golden clip length, samples")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ap.add_argument("--stable-norms", action="store_true",
+                    help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     model, name, version = build_model(args)
     meta = facts(model, name, version)
     core = Core(model).eval()
-    exported = Core(with_stable_norms(model)).eval()
+    # Off by default: the short-run GroupNorms cost tract ~25 % more time per segment (htdemucs, measured
+    # 13.8 s vs 11.0 s single-threaded) for 3e-5 -> 1e-6 relative error in already inaudible places.
+    exported = Core(with_stable_norms(model)).eval() if args.stable_norms else core
     mix, spec = example_inputs(model, args.seed)
     print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
           f"params {sum(p.numel() for p in model.parameters()):,}")

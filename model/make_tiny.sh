@@ -3,6 +3,6 @@
 # numpy/onnxruntime host reference reproduces the golden stems. Deterministic (seeded, single-threaded torch).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-PY="${PY:-/work/pyenv/bin/python}"
+PY="${PY:-python3}"  # needs requirements.txt installed (torch, demucs, onnx, onnxruntime)
 "$PY" "$here/export.py" --tiny --seed 0 --threads 1 -o "$here/tiny/tiny.onnx" --golden "$here/tiny/golden"
 "$PY" "$here/reference.py" "$here/tiny/tiny.onnx" "$here/tiny/golden"

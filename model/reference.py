@@ -149,10 +149,44 @@ def snr_db(ref: np.ndarray, est: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / max(noise, 1e-300)))
 
 
+def vs_demucs(c: Contract, core: Core, lengths: list[int], min_snr: float) -> int:
+    """Compare with demucs' Separator on synthetic clips of the given lengths (needs torch + demucs).
+
+    Covers what one golden clip cannot: songs shorter than a segment, exactly one segment, a multiple of the
+    stride. The torch model is rebuilt from `stemsep.version` (tiny / random-init seeds only).
+    """
+    import re
+
+    import torch
+
+    import export
+
+    found = re.search(r":(random-init|tiny)-seed-(\d+)$", core.meta["stemsep.version"])
+    if not found:
+        raise SystemExit("--vs-demucs needs a tiny or random-init export")
+    args = argparse.Namespace(model=None, tiny=found.group(1) == "tiny", random_init=found.group(1) != "tiny",
+                              seed=int(found.group(2)))
+    model, _, _ = export.build_model(args)
+    sep = export.separator_for(model)
+    worst = math.inf
+    for length in lengths:
+        wav = export.synth_clip(c.sample_rate, length, seed=length)
+        with torch.no_grad():
+            _, stems = sep.separate_tensor(torch.from_numpy(wav))
+        want = np.stack([stems[s].numpy() for s in c.sources])
+        got = separate(c, core, wav)
+        snr = {name: round(snr_db(want[s], got[s]), 2) for s, name in enumerate(c.sources)}
+        worst = min(worst, *snr.values())
+        print(json.dumps({"length": length, "segments": len(range(0, length, c.stride)), "snr_db": snr}))
+    return 0 if worst >= min_snr else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", type=Path)
-    ap.add_argument("golden", type=Path, help="directory with mix.f32, stems.f32, meta.json")
+    ap.add_argument("golden", type=Path, nargs="?", help="directory with mix.f32, stems.f32, meta.json")
+    ap.add_argument("--vs-demucs", metavar="LENGTHS",
+                    help="comma-separated clip lengths to compare against demucs' Separator (needs torch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dsp", choices=["float32", "float64"], default="float32",
                     help="precision of STFT/iSTFT (the Rust engine uses f32)")
@@ -165,6 +199,11 @@ def main() -> int:
         print("sidecar JSON differs from the ONNX metadata_props", file=sys.stderr)
         return 1
     c = Contract(core.meta)
+    if args.vs_demucs:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        return vs_demucs(c, core, [int(v) for v in args.vs_demucs.split(",")], args.min_snr)
+    if args.golden is None:
+        ap.error("give a golden directory or --vs-demucs")
     meta = json.loads((args.golden / "meta.json").read_text())
     L, C, S = meta["length"], meta["channels"], len(meta["sources"])
     assert meta["sources"] == c.sources and meta["segment_samples"] == c.segment

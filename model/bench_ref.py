@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Time one segment of a stemsep ONNX core on onnxruntime and of the same model on PyTorch demucs.
+
+    python model/bench_ref.py ~/.cache/stemsep/models/htdemucs-random.onnx --threads 2
+
+Prints one JSON object on stdout:
+  {"onnxruntime_s": <seconds or null>, "pytorch_s": <seconds or null>, ..., "<engine>_error": <why null>}
+onnxruntime times the ONNX core alone (the host STFT/iSTFT are a few ms); PyTorch times
+`HTDemucs.forward` on one segment, i.e. what demucs' apply_model runs per chunk (core + its own STFT/iSTFT).
+The PyTorch model is rebuilt from the file's `stemsep.version` (random-init/tiny seed, same weights as the
+export) or, for a pretrained name, downloaded by demucs (needs internet). Either engine missing → null + reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    sidecar = Path(str(path) + ".json")
+    if sidecar.exists():
+        return json.loads(sidecar.read_text())
+    import onnx  # only when there is no sidecar
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def best_of(fn, runs: int) -> float:
+    fn()  # warm-up: allocations, lazy initialisation, thread pools
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_onnxruntime(path: Path, meta: dict[str, str], threads: int, runs: int) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feeds = {}
+    rng = np.random.default_rng(0)
+    for inp in sess.get_inputs():
+        feeds[inp.name] = rng.standard_normal(inp.shape).astype(np.float32)
+    return best_of(lambda: sess.run(None, feeds), runs)
+
+
+def bench_pytorch(meta: dict[str, str], threads: int, runs: int) -> float:
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import export  # noqa: E402  (needs torch + demucs, imported only here)
+
+    torch.set_num_threads(threads)
+    version = meta.get("stemsep.version", "")
+    found = re.search(r":(random-init|tiny)-seed-(\d+)$", version)
+    args = argparse.Namespace(model=None, random_init=False, tiny=False, seed=0)
+    if found:
+        args.tiny = found.group(1) == "tiny"
+        args.random_init = not args.tiny
+        args.seed = int(found.group(2))
+    else:
+        args.model = meta["stemsep.name"]
+    model, _, _ = export.build_model(args)
+    torch.use_deterministic_algorithms(False)
+    seg = int(meta["stemsep.segment_samples"])
+    mix = torch.randn(1, int(meta["stemsep.channels"]), seg, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        with torch.no_grad():
+            model(mix)
+
+    return best_of(run, runs)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("onnx", type=Path)
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both engines")
+    ap.add_argument("--runs", type=int, default=1, help="timed runs after one warm-up; the best is reported")
+    ap.add_argument("--skip-pytorch", action="store_true")
+    args = ap.parse_args()
+
+    meta = read_meta(args.onnx)
+    result: dict = {"model": meta.get("stemsep.version"), "segment_samples": int(meta["stemsep.segment_samples"]),
+                    "threads": args.threads, "onnxruntime_s": None, "pytorch_s": None}
+    try:
+        result["onnxruntime_s"] = round(bench_onnxruntime(args.onnx, meta, args.threads, args.runs), 4)
+    except ImportError as err:
+        result["onnxruntime_error"] = f"onnxruntime unavailable: {err}"
+    except Exception as err:  # report, keep the other engine's figure
+        result["onnxruntime_error"] = f"{type(err).__name__}: {err}"
+    if args.skip_pytorch:
+        result["pytorch_error"] = "skipped (--skip-pytorch)"
+    else:
+        try:
+            result["pytorch_s"] = round(bench_pytorch(meta, args.threads, args.runs), 4)
+        except ImportError as err:
+            result["pytorch_error"] = f"torch/demucs unavailable: {err}"
+        except Exception as err:
+            result["pytorch_error"] = f"{type(err).__name__}: {err}"
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
