@@ -1,1 +1,26 @@
-fn main() {}
+//! `stemsep-rest`: parse the configuration, install logging, serve.
+
+use clap::Parser;
+use stemsep_rest::config::Settings;
+use stemsep_rest::startup::Application;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let settings = Settings::parse();
+    match run(settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stemsep-rest: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let queue = settings.redis.queue()?;
+    stemsep_common::logging::init(queue, "rest", settings.log_lines);
+    let app = Application::build(&settings).await?;
+    tracing::info!(bind = %settings.bind, port = app.port(), models = ?settings.models, "stemsep-rest listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The API's one error type and the only place an HTTP status is chosen.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Every way a request can fail, worded for the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed request: bad JSON, base64, URL, model, hash or path (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such song, job or stem (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The body exceeds the configured limit (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The range lies outside the object (416); carries the object's size in bytes.
+    #[error("requested range not satisfiable: the object has {0} bytes")]
+    RangeNotSatisfiable(u64),
+    /// Well-formed but unusable content: not a decodable MP3, or too long (422).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Redis is unreachable (503); the server recovers by itself when it returns.
+    #[error("the job queue (Redis) is unavailable, try again shortly: {0}")]
+    QueueUnavailable(String),
+    /// Object storage is unreachable or failing (503).
+    #[error("storage is unavailable, try again shortly: {0}")]
+    StorageUnavailable(String),
+    /// A bug or corrupt record (500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error: `{"error": "..."}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, in words a user can act on.
+    pub error: String,
+}
+
+impl ApiError {
+    /// A queue-side failure: Redis errors are 503, anything else is internal.
+    pub fn queue(e: stemsep_common::Error) -> Self {
+        match e {
+            stemsep_common::Error::Redis(e) => ApiError::QueueUnavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+
+    /// A storage-side failure (not-found is handled by callers, who know what was missing).
+    pub fn storage(e: stemsep_common::Error) -> Self {
+        match e {
+            stemsep_common::Error::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            other => ApiError::StorageUnavailable(other.to_string()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::RangeNotSatisfiable(size) => {
+                resp.insert_header(("Content-Range", format!("bytes */{size}")));
+            }
+            ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => {
+                resp.insert_header(("Retry-After", "5"));
+            }
+            _ => {}
+        }
+        resp.json(ErrorBody { error: self.to_string() })
+    }
+}

@@ -1,0 +1,302 @@
+//! Songs in and out of the queue: `POST /apiv1/separate`, `GET /apiv1/queue`,
+//! `GET /apiv1/status/<hash>`.
+
+use actix_web::{web, HttpResponse};
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use stemsep_common::job::{Callback, Job, JobState, SongHash, Track, DEFAULT_MODEL};
+use stemsep_common::queue::Enqueued;
+use stemsep_common::storage::ObjectKey;
+
+use crate::error::ApiError;
+use crate::probe::{probe, ProbeVerdict};
+use crate::routes::{parse_hash, shorten};
+use crate::state::AppState;
+
+/// The lab's submission body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SeparateRequest {
+    /// The MP3 file, base64 (standard alphabet, padded).
+    pub mp3: String,
+    /// Model name; default `htdemucs`. A non-default model yields a different hash.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Optional completion callback.
+    #[serde(default)]
+    pub callback: Option<CallbackRequest>,
+}
+
+/// Where to POST when the job ends.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CallbackRequest {
+    /// An http or https URL.
+    pub url: String,
+    /// Anything; echoed back verbatim in the callback.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Answer to a submission.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SeparateResponse {
+    /// The song hash: SHA-224 hex of the MP3 bytes (model mixed in for non-default models).
+    pub hash: String,
+    /// What happened: newly enqueued, already queued/running/done, or re-enqueued and why.
+    pub reason: String,
+}
+
+/// The waiting queue.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueResponse {
+    /// Hashes waiting in `toWorker`, newest first (as `LRANGE` lists them).
+    pub queue: Vec<String>,
+}
+
+/// A job's state.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusResponse {
+    /// The song hash.
+    pub hash: String,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Percent of the song separated, 0–100.
+    pub progress: u8,
+    /// Times a worker has claimed the job.
+    pub attempts: u32,
+    /// Stems currently downloadable.
+    pub tracks: Vec<String>,
+    /// Why the last attempt failed, if it did.
+    pub error: Option<String>,
+    /// How the completion callback went, once fired.
+    pub callback_status: Option<String>,
+    /// Model used.
+    pub model: String,
+}
+
+/// How a submission ended, for metrics and logs.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Enqueued,
+    AlreadyQueued,
+    AlreadyRunning,
+    AlreadyDone,
+    RequeuedMissingStems,
+    RetriedFailed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Enqueued => "enqueued",
+            Outcome::AlreadyQueued => "already_queued",
+            Outcome::AlreadyRunning => "already_running",
+            Outcome::AlreadyDone => "already_done",
+            Outcome::RequeuedMissingStems => "requeued_missing_stems",
+            Outcome::RetriedFailed => "retried_failed",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            // The lab client prints this exact text.
+            Outcome::Enqueued => "Song enqueued for separation",
+            Outcome::AlreadyQueued => "Song already queued for separation; not enqueued again",
+            Outcome::AlreadyRunning => "Song is being separated right now; not enqueued again",
+            Outcome::AlreadyDone => "Song already separated; its stems are ready to download",
+            Outcome::RequeuedMissingStems => {
+                "Song was separated but some stems have since been removed; re-enqueued for separation"
+            }
+            Outcome::RetriedFailed => "Previous separation of this song failed; re-enqueued for another try",
+        }
+    }
+
+    fn of_existing(state: JobState) -> Self {
+        match state {
+            JobState::Queued => Outcome::AlreadyQueued,
+            JobState::Running => Outcome::AlreadyRunning,
+            JobState::Done => Outcome::AlreadyDone,
+            JobState::Failed => Outcome::RetriedFailed,
+        }
+    }
+}
+
+/// Submit a song for separation.
+#[utoipa::path(
+    post,
+    path = "/apiv1/separate",
+    request_body = SeparateRequest,
+    responses(
+        (status = 200, description = "Accepted (new or already known)", body = SeparateResponse),
+        (status = 400, description = "Invalid JSON, base64, callback URL or model", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over the limit (16 MiB by default)", body = crate::error::ErrorBody),
+        (status = 422, description = "Not a decodable MP3, or longer than the limit", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn separate(
+    state: web::Data<AppState>,
+    body: web::Json<SeparateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let result = submit(&state, body.into_inner()).await;
+    match &result {
+        Ok((hash, outcome)) => {
+            state.metrics.submission(outcome.label());
+            tracing::info!(%hash, outcome = outcome.label(), "submission accepted");
+        }
+        Err(e) => {
+            state.metrics.submission(rejection_label(e));
+            tracing::info!(error = %e, "submission refused");
+        }
+    }
+    let (hash, outcome) = result?;
+    Ok(HttpResponse::Ok().json(SeparateResponse { hash: hash.to_string(), reason: outcome.reason().into() }))
+}
+
+fn rejection_label(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::BadRequest(_) => "rejected_bad_request",
+        ApiError::Unprocessable(_) => "rejected_unprocessable",
+        ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => "unavailable",
+        _ => "error",
+    }
+}
+
+async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Outcome), ApiError> {
+    let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    if !state.models.iter().any(|m| *m == model) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown model {:?}: this server offers {}",
+            shorten(&model),
+            state.models.join(", ")
+        )));
+    }
+    let callback = req.callback.map(validate_callback).transpose()?;
+    let mp3 = decode_base64(&req.mp3)?;
+    let max_seconds = state.max_seconds;
+    let probe_input = mp3.clone();
+    let info = web::block(move || probe(probe_input, max_seconds))
+        .await
+        .map_err(|e| ApiError::Internal(format!("MP3 check did not run: {e}")))?
+        .map_err(|v| match v {
+            ProbeVerdict::NotMp3(why) => ApiError::Unprocessable(format!("the upload is not a decodable MP3 ({why})")),
+            ProbeVerdict::TooLong(secs, limit) => ApiError::Unprocessable(format!(
+                "the song is longer than {limit} s (at least {secs:.0} s); send a song of at most {} min {} s",
+                limit / 60,
+                limit % 60
+            )),
+        })?;
+    let hash = SongHash::compute(&mp3, &model);
+    tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "MP3 checked");
+
+    let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?.map(|j| j.state);
+    match previous {
+        Some(s @ (JobState::Queued | JobState::Running)) => return Ok((hash, Outcome::of_existing(s))),
+        Some(JobState::Done) if all_stems_present(state, &hash).await? => {
+            return Ok((hash, Outcome::AlreadyDone))
+        }
+        _ => {}
+    }
+    // A done job missing stems, or a failed one, is replaced; anything else is new.
+    let replace = previous.is_some();
+    // Input first, then the queue entry: a queued hash must always find its input.
+    state.storage.put(&ObjectKey::input(&hash), mp3).await.map_err(ApiError::storage)?;
+    let job = Job::new(hash.clone(), model, callback);
+    let outcome = match state.queue.enqueue(&job, replace).await.map_err(ApiError::queue)? {
+        Enqueued::New => match previous {
+            None => Outcome::Enqueued,
+            Some(JobState::Failed) => Outcome::RetriedFailed,
+            Some(_) => Outcome::RequeuedMissingStems,
+        },
+        // Another request for the same song won a race; report what it left.
+        Enqueued::Existing(s) => Outcome::of_existing(s),
+    };
+    Ok((hash, outcome))
+}
+
+async fn all_stems_present(state: &AppState, hash: &SongHash) -> Result<bool, ApiError> {
+    Ok(available_tracks(state, hash).await?.len() == Track::ALL.len())
+}
+
+/// The tracks of `hash` present in storage, in API order.
+pub(crate) async fn available_tracks(state: &AppState, hash: &SongHash) -> Result<Vec<Track>, ApiError> {
+    let checks = Track::ALL.map(|t| {
+        let storage = state.storage.clone();
+        let key = ObjectKey::stem(hash, t);
+        async move { storage.exists(&key).await.map(|e| e.then_some(t)) }
+    });
+    let found = futures::future::try_join_all(checks).await.map_err(ApiError::storage)?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+fn validate_callback(cb: CallbackRequest) -> Result<Callback, ApiError> {
+    // Private and loopback targets are accepted here (the lab client uses localhost); the worker
+    // refuses them when it fires the callback.
+    let url = url::Url::parse(&cb.url)
+        .map_err(|e| ApiError::BadRequest(format!("callback.url {:?} is not a URL: {e}", shorten(&cb.url))))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::BadRequest(format!(
+            "callback.url {:?} must be an http or https URL with a host",
+            shorten(&cb.url)
+        )));
+    }
+    Ok(Callback { url: url.to_string(), data: cb.data })
+}
+
+fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
+    // Tolerate line breaks (Python's base64.encodebytes wraps at 76 columns).
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::BadRequest(format!("field mp3 is not valid base64: {e}")))
+}
+
+/// List the songs waiting for a worker. Any request body is ignored (the lab client sends `null`).
+#[utoipa::path(
+    get,
+    path = "/apiv1/queue",
+    responses(
+        (status = 200, description = "Hashes waiting in toWorker", body = QueueResponse),
+        (status = 503, description = "Redis unavailable", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn queue(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let waiting = state.queue.waiting().await.map_err(ApiError::queue)?;
+    tracing::debug!(waiting = waiting.len(), "queue listed");
+    Ok(HttpResponse::Ok().json(QueueResponse { queue: waiting }))
+}
+
+/// A job's state, progress and available stems.
+#[utoipa::path(
+    get,
+    path = "/apiv1/status/{hash}",
+    params(("hash" = String, Path, description = "Song hash (56 hex digits)")),
+    responses(
+        (status = 200, description = "The job", body = StatusResponse),
+        (status = 400, description = "Malformed hash", body = crate::error::ErrorBody),
+        (status = 404, description = "No such job", body = crate::error::ErrorBody),
+        (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let hash = parse_hash(&path)?;
+    let job = state
+        .queue
+        .job(&hash)
+        .await
+        .map_err(ApiError::queue)?
+        .ok_or_else(|| ApiError::NotFound(format!("no job for song {hash}; submit it with POST /apiv1/separate")))?;
+    let tracks = available_tracks(&state, &hash).await?;
+    Ok(HttpResponse::Ok().json(StatusResponse {
+        hash: hash.to_string(),
+        state: job.state.name().to_owned(),
+        progress: job.progress,
+        attempts: job.attempts,
+        tracks: tracks.iter().map(|t| t.name().to_owned()).collect(),
+        error: job.error,
+        callback_status: job.callback_status,
+        model: job.model,
+    }))
+}

@@ -1,0 +1,23 @@
+//! What every handler reaches through `web::Data<AppState>`.
+
+use std::sync::Arc;
+
+use stemsep_common::queue::Queue;
+use stemsep_common::storage::Storage;
+
+use crate::metrics::Metrics;
+
+/// Shared handles; cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    /// The Redis job queue (reconnects by itself).
+    pub queue: Queue,
+    /// Where inputs and stems live.
+    pub storage: Arc<dyn Storage>,
+    /// Model names a client may request.
+    pub models: Vec<String>,
+    /// Longest accepted song, seconds.
+    pub max_seconds: u64,
+    /// The API's Prometheus instruments.
+    pub metrics: Metrics,
+}
