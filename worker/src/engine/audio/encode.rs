@@ -2,7 +2,7 @@
 //! delay and padding so gapless-aware decoders (symphonia, ffmpeg, browsers) return exactly the
 //! samples that went in, aligned, with no leading silence.
 
-use mp3lame_encoder::{Bitrate, Builder, DualPcm, Encoder, FlushNoGap, Mode, Quality};
+use mp3lame_encoder::{Bitrate, Builder, DualPcm, Encoder, FlushGap, Mode, Quality};
 
 use crate::engine::EngineError;
 
@@ -66,7 +66,7 @@ impl Mp3Writer {
     pub fn finish(mut self) -> Result<Vec<u8>, EngineError> {
         self.out.reserve(7200);
         self.encoder
-            .flush_to_vec::<FlushNoGap>(&mut self.out)
+            .flush_to_vec::<FlushGap>(&mut self.out)
             .map_err(|e| EngineError::Encode(format!("{e:?}")))?;
         let mut tag = Vec::with_capacity(self.encoder.lame_tag_size().max(1));
         if self.encoder.lame_tag_encode_to_vec(&mut tag).is_some() && tag.len() <= self.out.len() {
