@@ -7,7 +7,9 @@ use stemsep_worker::engine::dsp::resample::resample;
 use stemsep_worker::engine::dsp::stft::Stft;
 
 fn fixture(name: &str) -> Vec<f32> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/engine_fixtures/stft").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/engine_fixtures/stft")
+        .join(name);
     std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .chunks_exact(4)
@@ -19,7 +21,10 @@ fn fixture(name: &str) -> Vec<f32> {
 fn rel_max_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let peak = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / peak
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / peak
 }
 
 #[test]
@@ -48,7 +53,9 @@ fn stft_istft_round_trip_at_model_geometry() {
     let x: Vec<f32> = (0..2 * t)
         .map(|i| {
             let n = (i % t) as f32;
-            0.5 * (n * 0.013).sin() + 0.25 * (n * 0.31 + (i / t) as f32).cos() + 0.1 * (n * 1.7).sin()
+            0.5 * (n * 0.013).sin()
+                + 0.25 * (n * 0.31 + (i / t) as f32).cos()
+                + 0.1 * (n * 1.7).sin()
         })
         .collect();
     let y = stft.inverse(&stft.forward(&x, 2), 2);
@@ -62,10 +69,16 @@ fn stft_istft_round_trip_at_model_geometry() {
 #[test]
 fn resample_keeps_length_and_timing() {
     let n = 48_000 * 2 + 17;
-    let tone = |rate: f64, i: usize| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / rate).sin() as f32;
+    let tone =
+        |rate: f64, i: usize| (2.0 * std::f64::consts::PI * 440.0 * i as f64 / rate).sin() as f32;
     let x: Vec<f32> = (0..n).map(|i| tone(48_000.0, i)).collect();
     let y = resample(vec![x.clone(), x], 48_000, 44_100).unwrap();
-    assert_eq!(y[0].len(), (n as f64 * 44_100.0 / 48_000.0).round() as usize);
-    let err = (4_000..y[0].len() - 4_000).map(|i| (y[0][i] - tone(44_100.0, i)).abs()).fold(0.0, f32::max);
+    assert_eq!(
+        y[0].len(),
+        (n as f64 * 44_100.0 / 48_000.0).round() as usize
+    );
+    let err = (4_000..y[0].len() - 4_000)
+        .map(|i| (y[0][i] - tone(44_100.0, i)).abs())
+        .fold(0.0, f32::max);
     assert!(err < 1e-3, "max error {err}");
 }

@@ -22,31 +22,52 @@ fn read_f32(path: &Path) -> Vec<f32> {
 
 fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
     let signal: f64 = reference.iter().map(|&x| (x as f64).powi(2)).sum();
-    let noise: f64 = reference.iter().zip(estimate).map(|(&r, &e)| (r as f64 - e as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(estimate)
+        .map(|(&r, &e)| (r as f64 - e as f64).powi(2))
+        .sum();
     10.0 * (signal / noise.max(1e-300)).log10()
 }
 
 #[test]
 fn tiny_model_matches_apply_model_golden_stems() {
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny().join("golden/meta.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tiny().join("golden/meta.json")).unwrap())
+            .unwrap();
     let len = meta["length"].as_u64().unwrap() as usize;
     let mix = read_f32(&tiny().join("golden/mix.f32"));
     let golden = read_f32(&tiny().join("golden/stems.f32"));
-    let audio = PlanarAudio { sample_rate: 44_100, channels: mix.chunks_exact(len).map(<[f32]>::to_vec).collect() };
+    let audio = PlanarAudio {
+        sample_rate: 44_100,
+        channels: mix.chunks_exact(len).map(<[f32]>::to_vec).collect(),
+    };
 
-    let config = EngineConfig { threads_per_segment: 1, segments_in_flight: 2 };
+    let config = EngineConfig {
+        threads_per_segment: 1,
+        segments_in_flight: 2,
+    };
     let separator = Separator::load_with(&tiny().join("tiny.onnx"), config).unwrap();
     let info = separator.info();
-    let sources: Vec<&str> = meta["sources"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let sources: Vec<&str> = meta["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     assert_eq!(info.sources, sources);
 
     let seen = Mutex::new(Vec::new());
-    let stems = separator.separate_planar(audio, &|p| seen.lock().unwrap().push(p)).unwrap();
+    let stems = separator
+        .separate_planar(audio, &|p| seen.lock().unwrap().push(p))
+        .unwrap();
     let seen = seen.into_inner().unwrap();
     assert_eq!(seen.first(), Some(&0));
     assert_eq!(seen.last(), Some(&100));
-    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "progress went backwards: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress went backwards: {seen:?}"
+    );
     assert_eq!(seen.len(), 1 + meta["chunks"].as_array().unwrap().len());
 
     assert_eq!(stems.len(), sources.len());
