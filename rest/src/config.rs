@@ -6,7 +6,11 @@ use stemsep_common::logging::DEFAULT_MAX_LINES;
 
 /// Everything the server needs, parsed once at start-up.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "stemsep-rest", version, about = "stemsep HTTP API (lab-compatible)")]
+#[command(
+    name = "stemsep-rest",
+    version,
+    about = "stemsep HTTP API (lab-compatible)"
+)]
 pub struct Settings {
     /// Redis connection and queue behaviour.
     #[command(flatten)]

@@ -52,7 +52,9 @@ impl ApiError {
     /// A storage-side failure (not-found is handled by callers, who know what was missing).
     pub fn storage(e: stemsep_common::Error) -> Self {
         match e {
-            stemsep_common::Error::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            stemsep_common::Error::NotFound(what) => {
+                ApiError::NotFound(format!("{what} not found"))
+            }
             other => ApiError::StorageUnavailable(other.to_string()),
         }
     }
@@ -84,6 +86,8 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        resp.json(ErrorBody { error: self.to_string() })
+        resp.json(ErrorBody {
+            error: self.to_string(),
+        })
     }
 }

@@ -24,13 +24,21 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("stemsep_http_requests_total", "HTTP requests by route pattern, method and status"),
+            Opts::new(
+                "stemsep_http_requests_total",
+                "HTTP requests by route pattern, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new("stemsep_http_request_duration_seconds", "HTTP request latency, seconds")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "stemsep_http_request_duration_seconds",
+                "HTTP request latency, seconds",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
             &["route", "method"],
         )
         .expect("valid metric");
@@ -40,12 +48,15 @@ impl Metrics {
         )
         .expect("valid metric");
         let queue_depth = IntGaugeVec::new(
-            Opts::new("stemsep_queue_depth", "Jobs per Redis list, read at scrape time"),
+            Opts::new(
+                "stemsep_queue_depth",
+                "Jobs per Redis list, read at scrape time",
+            ),
             &["list"],
         )
         .expect("valid metric");
-        let redis_up =
-            IntGauge::new("stemsep_redis_up", "1 if Redis answered at the last scrape").expect("valid metric");
+        let redis_up = IntGauge::new("stemsep_redis_up", "1 if Redis answered at the last scrape")
+            .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -55,14 +66,25 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Metrics { registry, requests, latency, submissions, queue_depth, redis_up }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            submissions,
+            queue_depth,
+            redis_up,
+        }
     }
 
     /// Counts one finished request; `route` is the matched pattern (never the raw path, whose
     /// hashes would explode the label set).
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
-        self.latency.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+        self.requests
+            .with_label_values(&[route, method, &status.to_string()])
+            .inc();
+        self.latency
+            .with_label_values(&[route, method])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one submission outcome (`enqueued`, `already_queued`, `rejected_*`, ...).
@@ -75,7 +97,11 @@ impl Metrics {
         match depths {
             Some((waiting, processing, dead)) => {
                 self.redis_up.set(1);
-                for (list, n) in [("waiting", waiting), ("processing", processing), ("dead", dead)] {
+                for (list, n) in [
+                    ("waiting", waiting),
+                    ("processing", processing),
+                    ("dead", dead),
+                ] {
                     self.queue_depth.with_label_values(&[list]).set(n as i64);
                 }
             }
@@ -86,7 +112,9 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }

@@ -5,22 +5,38 @@ use utoipa::OpenApi;
 
 use crate::error::ErrorBody;
 use crate::routes::health::{self, HealthResponse};
-use crate::routes::jobs::{self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse};
+use crate::routes::jobs::{
+    self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse,
+};
 use crate::routes::stems::{self, RemoveResponse};
 
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "stemsep", description = "Music stem separation (vocals, drums, bass, other), compatible with the course lab's clients. Errors are JSON {\"error\": ...}."),
+    info(
+        title = "stemsep",
+        description = "Music stem separation (vocals, drums, bass, other), compatible with the course lab's clients. Errors are JSON {\"error\": ...}."
+    ),
     paths(
-        jobs::separate, jobs::queue, jobs::status,
-        stems::track, stems::remove,
-        health::index, health::healthz, health::metrics,
+        jobs::separate,
+        jobs::queue,
+        jobs::status,
+        stems::track,
+        stems::remove,
+        health::index,
+        health::healthz,
+        health::metrics,
         openapi_json,
     ),
     components(schemas(
-        SeparateRequest, CallbackRequest, SeparateResponse, QueueResponse, StatusResponse,
-        RemoveResponse, HealthResponse, ErrorBody,
+        SeparateRequest,
+        CallbackRequest,
+        SeparateResponse,
+        QueueResponse,
+        StatusResponse,
+        RemoveResponse,
+        HealthResponse,
+        ErrorBody,
     ))
 )]
 pub struct ApiDoc;

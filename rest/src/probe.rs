@@ -42,7 +42,8 @@ pub enum ProbeVerdict {
 /// Checks `mp3` is a decodable MP3 no longer than `max_seconds`. CPU-bound: call it from a
 /// blocking pool.
 pub fn probe(mp3: Bytes, max_seconds: u64) -> Result<Mp3Info, ProbeVerdict> {
-    let not_mp3 = |what: &str, e: &dyn std::fmt::Display| ProbeVerdict::NotMp3(format!("{what}: {e}"));
+    let not_mp3 =
+        |what: &str, e: &dyn std::fmt::Display| ProbeVerdict::NotMp3(format!("{what}: {e}"));
     if mp3.is_empty() {
         return Err(ProbeVerdict::NotMp3("the file is empty".into()));
     }
@@ -50,7 +51,12 @@ pub fn probe(mp3: Bytes, max_seconds: u64) -> Result<Mp3Info, ProbeVerdict> {
     let mut hint = Hint::new();
     hint.with_extension("mp3");
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
         .map_err(|e| not_mp3("no audio stream found", &e))?;
     let mut format = probed.format;
     let track = format
@@ -60,7 +66,9 @@ pub fn probe(mp3: Bytes, max_seconds: u64) -> Result<Mp3Info, ProbeVerdict> {
         .ok_or_else(|| ProbeVerdict::NotMp3("no audio track".into()))?
         .clone();
     if track.codec_params.codec != CODEC_TYPE_MP3 {
-        return Err(ProbeVerdict::NotMp3("audio, but not MP3 (MPEG-1/2 Layer III)".into()));
+        return Err(ProbeVerdict::NotMp3(
+            "audio, but not MP3 (MPEG-1/2 Layer III)".into(),
+        ));
     }
     let sample_rate = track
         .codec_params
@@ -77,8 +85,12 @@ pub fn probe(mp3: Bytes, max_seconds: u64) -> Result<Mp3Info, ProbeVerdict> {
     loop {
         let packet = match format.next_packet() {
             Ok(p) => p,
-            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) if decoded < DECODE_CHECK_PACKETS => return Err(not_mp3("unreadable frame", &e)),
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break
+            }
+            Err(e) if decoded < DECODE_CHECK_PACKETS => {
+                return Err(not_mp3("unreadable frame", &e))
+            }
             // Trailing junk after a valid stream: the song ends where the frames end.
             Err(_) => break,
         };
@@ -86,19 +98,28 @@ pub fn probe(mp3: Bytes, max_seconds: u64) -> Result<Mp3Info, ProbeVerdict> {
             continue;
         }
         if decoded < DECODE_CHECK_PACKETS {
-            let audio = decoder.decode(&packet).map_err(|e| not_mp3("undecodable frame", &e))?;
+            let audio = decoder
+                .decode(&packet)
+                .map_err(|e| not_mp3("undecodable frame", &e))?;
             channels = audio.spec().channels.count();
             decoded += 1;
         }
         frames += packet.dur;
         if frames > max_frames {
-            return Err(ProbeVerdict::TooLong(frames as f64 / sample_rate as f64, max_seconds));
+            return Err(ProbeVerdict::TooLong(
+                frames as f64 / sample_rate as f64,
+                max_seconds,
+            ));
         }
     }
     if decoded == 0 {
         return Err(ProbeVerdict::NotMp3("no MP3 frames".into()));
     }
-    Ok(Mp3Info { seconds: frames as f64 / sample_rate as f64, sample_rate, channels })
+    Ok(Mp3Info {
+        seconds: frames as f64 / sample_rate as f64,
+        sample_rate,
+        channels,
+    })
 }
 
 #[cfg(test)]
@@ -110,23 +131,36 @@ mod tests {
         let info = probe(Bytes::from(stemsep_testkit::tone_mp3(440.0, 2.0, 1)), 60).unwrap();
         assert_eq!(info.sample_rate, 44_100);
         assert_eq!(info.channels, 2);
-        // LAME pads with encoder delay and a final partial frame.
-        assert!((2.0..2.2).contains(&info.seconds), "{}", info.seconds);
+        // Within a frame or two: LAME adds encoder delay and padding, symphonia trims some.
+        assert!((1.9..2.2).contains(&info.seconds), "{}", info.seconds);
     }
 
     #[test]
     fn junk_fails() {
-        for junk in [b"hello world, not music".to_vec(), vec![0u8; 4096], (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect()] {
-            assert!(matches!(probe(Bytes::from(junk), 60), Err(ProbeVerdict::NotMp3(_))));
+        for junk in [
+            b"hello world, not music".to_vec(),
+            vec![0u8; 4096],
+            (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ] {
+            assert!(matches!(
+                probe(Bytes::from(junk), 60),
+                Err(ProbeVerdict::NotMp3(_))
+            ));
         }
-        assert!(matches!(probe(Bytes::new(), 60), Err(ProbeVerdict::NotMp3(_))));
+        assert!(matches!(
+            probe(Bytes::new(), 60),
+            Err(ProbeVerdict::NotMp3(_))
+        ));
     }
 
     #[test]
     fn long_files_are_refused_by_frame_count() {
         let long = stemsep_testkit::silent_mp3(90.0);
-        assert!(matches!(probe(Bytes::from(long.clone()), 60), Err(ProbeVerdict::TooLong(_, 60))));
+        assert!(matches!(
+            probe(Bytes::from(long.clone()), 60),
+            Err(ProbeVerdict::TooLong(_, 60))
+        ));
         let ok = probe(Bytes::from(long), 120).unwrap();
-        assert!((90.0..91.0).contains(&ok.seconds), "{}", ok.seconds);
+        assert!((89.5..91.0).contains(&ok.seconds), "{}", ok.seconds);
     }
 }

@@ -28,18 +28,36 @@ impl Application {
     /// opens storage, binds `settings.bind` and registers every route.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
         let queue = settings.redis.queue().map_err(std::io::Error::other)?;
-        let storage = settings.storage.storage().await.map_err(std::io::Error::other)?;
+        let storage = settings
+            .storage
+            .storage()
+            .await
+            .map_err(std::io::Error::other)?;
         let state = AppState {
             queue,
             storage,
-            models: settings.models.iter().map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()).collect(),
+            models: settings
+                .models
+                .iter()
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .collect(),
             max_seconds: settings.max_seconds,
             metrics: Metrics::new(),
         };
         let listener = TcpListener::bind(&settings.bind)?;
         let port = listener.local_addr()?.port();
-        let server = serve(listener, state.clone(), settings.max_body_bytes(), settings.http_workers)?;
-        Ok(Application { port, server, state })
+        let server = serve(
+            listener,
+            state.clone(),
+            settings.max_body_bytes(),
+            settings.http_workers,
+        )?;
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
     }
 
     /// The port actually bound (useful with port 0).
@@ -58,7 +76,12 @@ impl Application {
     }
 }
 
-fn serve(listener: TcpListener, state: AppState, max_body: usize, workers: usize) -> std::io::Result<Server> {
+fn serve(
+    listener: TcpListener,
+    state: AppState,
+    max_body: usize,
+    workers: usize,
+) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let json = web::JsonConfig::default()
@@ -109,15 +132,24 @@ fn json_error(err: JsonPayloadError, max_body: usize) -> ApiError {
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no route {} {}", req.method(), crate::routes::shorten(req.path()))))
+    Err(ApiError::NotFound(format!(
+        "no route {} {}",
+        req.method(),
+        crate::routes::shorten(req.path())
+    )))
 }
 
 /// Counts and logs every request with its outcome.
-async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
     let path = crate::routes::shorten(req.path());
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let res = next.call(req).await;
     let status = match &res {
@@ -126,7 +158,9 @@ async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<Se
     };
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        state.metrics.observe_request(&route, &method, status, elapsed);
+        state
+            .metrics
+            .observe_request(&route, &method, status, elapsed);
     }
     if status >= 500 {
         tracing::warn!(%method, %path, status, ms = elapsed.as_millis() as u64, "request failed");

@@ -20,7 +20,9 @@ pub struct HealthResponse {
 /// Always 200 while the process serves HTTP (the GKE load balancer probes it).
 #[utoipa::path(get, path = "/", responses((status = 200, description = "The server is up", content_type = "text/plain")))]
 pub async fn index() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("stemsep music separation server\n")
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("stemsep music separation server\n")
 }
 
 /// 200 when Redis answers PING and storage answers its check; else 503 naming what failed.
@@ -38,7 +40,11 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.to_string(),
     };
-    let mut body = HealthResponse { redis: word(&redis), storage: word(&storage), error: None };
+    let mut body = HealthResponse {
+        redis: word(&redis),
+        storage: word(&storage),
+        error: None,
+    };
     if redis.is_ok() && storage.is_ok() {
         return HttpResponse::Ok().json(body);
     }
@@ -55,5 +61,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.set_queue(state.queue.depths().await.ok());
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
 }

@@ -151,7 +151,10 @@ pub async fn separate(
         }
     }
     let (hash, outcome) = result?;
-    Ok(HttpResponse::Ok().json(SeparateResponse { hash: hash.to_string(), reason: outcome.reason().into() }))
+    Ok(HttpResponse::Ok().json(SeparateResponse {
+        hash: hash.to_string(),
+        reason: outcome.reason().into(),
+    }))
 }
 
 fn rejection_label(e: &ApiError) -> &'static str {
@@ -165,7 +168,7 @@ fn rejection_label(e: &ApiError) -> &'static str {
 
 async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Outcome), ApiError> {
     let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-    if !state.models.iter().any(|m| *m == model) {
+    if !state.models.contains(&model) {
         return Err(ApiError::BadRequest(format!(
             "unknown model {:?}: this server offers {}",
             shorten(&model),
@@ -190,9 +193,16 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     let hash = SongHash::compute(&mp3, &model);
     tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "MP3 checked");
 
-    let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?.map(|j| j.state);
+    let previous = state
+        .queue
+        .job(&hash)
+        .await
+        .map_err(ApiError::queue)?
+        .map(|j| j.state);
     match previous {
-        Some(s @ (JobState::Queued | JobState::Running)) => return Ok((hash, Outcome::of_existing(s))),
+        Some(s @ (JobState::Queued | JobState::Running)) => {
+            return Ok((hash, Outcome::of_existing(s)))
+        }
         Some(JobState::Done) if all_stems_present(state, &hash).await? => {
             return Ok((hash, Outcome::AlreadyDone))
         }
@@ -201,9 +211,18 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     // A done job missing stems, or a failed one, is replaced; anything else is new.
     let replace = previous.is_some();
     // Input first, then the queue entry: a queued hash must always find its input.
-    state.storage.put(&ObjectKey::input(&hash), mp3).await.map_err(ApiError::storage)?;
+    state
+        .storage
+        .put(&ObjectKey::input(&hash), mp3)
+        .await
+        .map_err(ApiError::storage)?;
     let job = Job::new(hash.clone(), model, callback);
-    let outcome = match state.queue.enqueue(&job, replace).await.map_err(ApiError::queue)? {
+    let outcome = match state
+        .queue
+        .enqueue(&job, replace)
+        .await
+        .map_err(ApiError::queue)?
+    {
         Enqueued::New => match previous {
             None => Outcome::Enqueued,
             Some(JobState::Failed) => Outcome::RetriedFailed,
@@ -220,28 +239,40 @@ async fn all_stems_present(state: &AppState, hash: &SongHash) -> Result<bool, Ap
 }
 
 /// The tracks of `hash` present in storage, in API order.
-pub(crate) async fn available_tracks(state: &AppState, hash: &SongHash) -> Result<Vec<Track>, ApiError> {
+pub(crate) async fn available_tracks(
+    state: &AppState,
+    hash: &SongHash,
+) -> Result<Vec<Track>, ApiError> {
     let checks = Track::ALL.map(|t| {
         let storage = state.storage.clone();
         let key = ObjectKey::stem(hash, t);
         async move { storage.exists(&key).await.map(|e| e.then_some(t)) }
     });
-    let found = futures::future::try_join_all(checks).await.map_err(ApiError::storage)?;
+    let found = futures::future::try_join_all(checks)
+        .await
+        .map_err(ApiError::storage)?;
     Ok(found.into_iter().flatten().collect())
 }
 
 fn validate_callback(cb: CallbackRequest) -> Result<Callback, ApiError> {
     // Private and loopback targets are accepted here (the lab client uses localhost); the worker
     // refuses them when it fires the callback.
-    let url = url::Url::parse(&cb.url)
-        .map_err(|e| ApiError::BadRequest(format!("callback.url {:?} is not a URL: {e}", shorten(&cb.url))))?;
+    let url = url::Url::parse(&cb.url).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "callback.url {:?} is not a URL: {e}",
+            shorten(&cb.url)
+        ))
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::BadRequest(format!(
             "callback.url {:?} must be an http or https URL with a host",
             shorten(&cb.url)
         )));
     }
-    Ok(Callback { url: url.to_string(), data: cb.data })
+    Ok(Callback {
+        url: url.to_string(),
+        data: cb.data,
+    })
 }
 
 fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
@@ -280,14 +311,21 @@ pub async fn queue(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
     )
 )]
-pub async fn status(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn status(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let hash = parse_hash(&path)?;
     let job = state
         .queue
         .job(&hash)
         .await
         .map_err(ApiError::queue)?
-        .ok_or_else(|| ApiError::NotFound(format!("no job for song {hash}; submit it with POST /apiv1/separate")))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no job for song {hash}; submit it with POST /apiv1/separate"
+            ))
+        })?;
     let tracks = available_tracks(&state, &hash).await?;
     Ok(HttpResponse::Ok().json(StatusResponse {
         hash: hash.to_string(),

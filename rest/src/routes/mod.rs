@@ -30,7 +30,10 @@ pub(crate) fn parse_track(raw: &str) -> Result<Track, ApiError> {
             "unknown track {stem:?}: use vocals, drums, bass (or base) or other"
         )))
     } else {
-        Err(ApiError::BadRequest(format!("malformed track name {:?}", shorten(raw))))
+        Err(ApiError::BadRequest(format!(
+            "malformed track name {:?}",
+            shorten(raw)
+        )))
     }
 }
 

@@ -45,7 +45,11 @@ fn parse_range(value: &str) -> Option<ByteRange> {
         return b.parse().ok().map(ByteRange::Suffix);
     }
     let start = a.parse().ok()?;
-    let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
     if end.is_some_and(|e| e < start) {
         return None;
     }
@@ -98,9 +102,11 @@ pub async fn track(
         Some(range) => match state.storage.read(&key, Some((0, 0))).await {
             // An empty read is the cheapest way to learn the size before choosing the bytes.
             Ok(stat) => match resolve(range, stat.size) {
-                Ok((start, end)) => {
-                    state.storage.read(&key, Some((start, end))).await.map(|r| (r, Some((start, end))))
-                }
+                Ok((start, end)) => state
+                    .storage
+                    .read(&key, Some((start, end)))
+                    .await
+                    .map(|r| (r, Some((start, end)))),
                 Err(e) => return Err(e),
             },
             Err(e) => Err(e),
@@ -116,7 +122,10 @@ pub async fn track(
         None => HttpResponse::Ok(),
         Some((start, end)) => {
             let mut r = HttpResponse::PartialContent();
-            r.insert_header((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1)));
+            r.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{size}", end - 1),
+            ));
             r
         }
     };
@@ -125,7 +134,10 @@ pub async fn track(
     Ok(resp
         .content_type("audio/mpeg")
         .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .insert_header((header::CONTENT_DISPOSITION, format!("attachment; filename=\"{hash}-{track}.mp3\"")))
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{hash}-{track}.mp3\""),
+        ))
         .no_chunking(length)
         .streaming(reader.body))
 }
@@ -137,7 +149,9 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: Track) -> ApiErr
         Ok(Some(job)) => match job.state {
             JobState::Queued => "the song is still queued for separation".to_owned(),
             JobState::Running => format!("the song is being separated ({}% done)", job.progress),
-            JobState::Done => "this stem was removed; resubmit the song to separate it again".to_owned(),
+            JobState::Done => {
+                "this stem was removed; resubmit the song to separate it again".to_owned()
+            }
             JobState::Failed => format!(
                 "separation failed ({}); resubmit the song to retry",
                 job.error.as_deref().unwrap_or("no reason recorded")
@@ -164,11 +178,20 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: Track) -> ApiErr
         (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody),
     )
 )]
-pub async fn remove(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+pub async fn remove(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (hash, track) = (parse_hash(&path.0)?, parse_track(&path.1)?);
-    let removed = state.storage.delete(&ObjectKey::stem(&hash, track)).await.map_err(ApiError::storage)?;
+    let removed = state
+        .storage
+        .delete(&ObjectKey::stem(&hash, track))
+        .await
+        .map_err(ApiError::storage)?;
     if !removed {
-        return Err(ApiError::NotFound(format!("no {track} stem for song {hash} to remove")));
+        return Err(ApiError::NotFound(format!(
+            "no {track} stem for song {hash} to remove"
+        )));
     }
     tracing::info!(%hash, %track, "stem removed");
     Ok(HttpResponse::Ok().json(RemoveResponse {
@@ -184,7 +207,10 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-99"), Some(ByteRange::From(0, Some(99))));
+        assert_eq!(
+            parse_range("bytes=0-99"),
+            Some(ByteRange::From(0, Some(99)))
+        );
         assert_eq!(parse_range("bytes=100-"), Some(ByteRange::From(100, None)));
         assert_eq!(parse_range("bytes=-10"), Some(ByteRange::Suffix(10)));
         assert_eq!(parse_range("bytes=5-1"), None);

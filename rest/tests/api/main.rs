@@ -1,0 +1,9 @@
+//! The whole HTTP API over real HTTP, against a real redis-server and a temporary storage
+//! directory (one test binary; see `helpers::spawn_app`).
+
+mod helpers;
+mod jobs;
+mod logging;
+mod resilience;
+mod stems;
+mod system;
