@@ -176,10 +176,8 @@ async fn redis_crash_and_restart_mid_run_loses_nothing() {
     }
     let a = env.spawn_worker("w-a", &[]);
     let b = env.spawn_worker("w-b", &[]);
-    env.wait_job(&hashes[1], "running", |j| {
-        j.state == JobState::Running
-    })
-    .await;
+    env.wait_job(&hashes[1], "running", |j| j.state == JobState::Running)
+        .await;
     env.redis.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     env.redis.start_again().unwrap();

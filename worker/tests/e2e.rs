@@ -1,0 +1,283 @@
+//! End to end with real processes: redis-server, `stemsep-rest`, two `stemsep-worker`s and the
+//! committed tiny model standing in for `htdemucs`. Requests have the lab client's shape.
+//!
+//! `stemsep-rest` must be built (`cargo build --workspace --bins`; `cargo test --workspace`
+//! builds it too): it is looked up next to `stemsep-worker` in the target directory.
+
+mod e2e_support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use e2e_support::{mp3_seconds, Env, Listener, LISTENER_IP, PATIENCE, SERIAL};
+use serde_json::{json, Value};
+use stemsep_testkit::{free_port, tone_mp3};
+
+/// The rest binary built alongside this crate's binaries.
+fn rest_binary() -> PathBuf {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_stemsep-worker"));
+    let rest = worker.with_file_name("stemsep-rest");
+    assert!(
+        rest.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        rest.display()
+    );
+    rest
+}
+
+/// Redis, the rest API and two workers.
+struct Stack {
+    env: Env,
+    api: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    async fn start(
+        label: &str,
+        rest_extra: &[(&str, &str)],
+        worker_extra: &[(&str, &str)],
+    ) -> Stack {
+        let mut env = Env::new(label, 3, 3).await;
+        let port = free_port();
+        let mut vars = env.common_env();
+        vars.push(("STEMSEP_BIND".into(), format!("127.0.0.1:{port}")));
+        vars.extend(
+            rest_extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        env.spawn("rest", &rest_binary(), vars, port);
+        let public = format!("http://127.0.0.1:{port}");
+        let mut extra = vec![("STEMSEP_PUBLIC_URL", public.as_str())];
+        extra.extend_from_slice(worker_extra);
+        env.spawn_worker("w-a", &extra);
+        env.spawn_worker("w-b", &extra);
+        // A fresh connection per request: a pooled one can be closed by the server's keep-alive
+        // timer just as a request goes out (hyper's IncompleteMessage), which is not under test.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(&public)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "rest never answered\n{}",
+                env.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Stack {
+            env,
+            api: public,
+            http,
+        }
+    }
+
+    /// POSTs a lab-shaped request; returns the reply body.
+    async fn separate(&self, mp3: &[u8], model: Option<&str>, callback: Value) -> Value {
+        let mut body = json!({
+            "mp3": base64::engine::general_purpose::STANDARD.encode(mp3),
+            "callback": callback,
+        });
+        if let Some(m) = model {
+            body["model"] = m.into();
+        }
+        let r = self
+            .http
+            .post(format!("{}/apiv1/separate", self.api))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        r.json().await.unwrap()
+    }
+
+    async fn status(&self, hash: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}/apiv1/status/{hash}", self.api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Polls `/apiv1/status` until `pred` holds.
+    async fn wait_status(&self, hash: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let s = self.status(hash).await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{hash} never {what}: {s}\n{}",
+                self.env.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn track(&self, hash: &str, track: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/apiv1/track/{hash}/{track}", self.api))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn is_final(s: &Value) -> bool {
+    s["state"] == "done" || s["state"] == "failed"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_requests_come_back_as_four_playable_stems() {
+    let _serial = SERIAL.lock().await;
+    let hook = Listener::start().await;
+    let stack = Stack::start("e2e-lab", &[], &[("STEMSEP_CALLBACK_ALLOW", LISTENER_IP)]).await;
+
+    let songs: Vec<Vec<u8>> = (0..3)
+        .map(|i| tone_mp3(330.0 + 60.0 * i as f32, 3.0 + i as f32, 500 + i as u64))
+        .collect();
+    let mut hashes = Vec::new();
+    for (i, song) in songs.iter().enumerate() {
+        let cb = json!({ "url": hook.url, "data": { "mp3": format!("song{i}.mp3"), "n": i } });
+        let reply = stack.separate(song, None, cb).await;
+        assert_eq!(reply["reason"], "Song enqueued for separation");
+        hashes.push(reply["hash"].as_str().unwrap().to_owned());
+    }
+    // The stock client's own callback target: refused by the worker, the song still separated.
+    let stock = stack
+        .separate(
+            &tone_mp3(880.0, 2.0, 599),
+            None,
+            json!({ "url": "http://localhost:5000", "data": {} }),
+        )
+        .await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    for (h, song) in hashes.iter().zip(&songs) {
+        let s = stack.wait_status(h, "final", is_final).await;
+        assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
+        assert_eq!(s["progress"], 100);
+        assert_eq!(s["tracks"].as_array().unwrap().len(), 4, "{s}");
+        let secs = mp3_seconds(song);
+        for track in ["vocals.mp3", "drums", "bass.mp3", "base.mp3", "other.mp3"] {
+            let r = stack.track(h, track).await;
+            assert_eq!(r.status(), 200, "{track}");
+            assert_eq!(r.headers()["content-type"], "audio/mpeg");
+            let got = mp3_seconds(&r.bytes().await.unwrap());
+            assert!((got - secs).abs() < 0.1, "{track}: {got} s of {secs} s");
+        }
+    }
+    let calls = hook
+        .wait_for(
+            &hashes
+                .iter()
+                .map(|h| h.parse().unwrap())
+                .collect::<Vec<_>>(),
+        )
+        .await;
+    for (i, h) in hashes.iter().enumerate() {
+        let c = &calls[h.as_str()][0];
+        assert_eq!(c["state"], "done");
+        assert_eq!(c["data"], json!({ "mp3": format!("song{i}.mp3"), "n": i }));
+        let url = c["tracks"]["drums"].as_str().unwrap();
+        // The callback's URLs are the real download addresses.
+        let r = stack.http.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+    }
+    let s = stack
+        .wait_status(&stock, "called back", |s| s["callback_status"].is_string())
+        .await;
+    assert_eq!(s["state"], "done");
+    assert!(
+        s["callback_status"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused:"),
+        "{s}"
+    );
+    assert!(!calls.contains_key(&stock));
+
+    // Removing a stem, then submitting the song again, regenerates it.
+    let h = &hashes[0];
+    let r = stack
+        .http
+        .delete(format!("{}/apiv1/remove/{h}/vocals", stack.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    assert_eq!(stack.track(h, "vocals").await.status(), 404);
+    let cb = json!({ "url": hook.url, "data": "again" });
+    let reply = stack.separate(&songs[0], None, cb).await;
+    assert_eq!(reply["hash"], h.as_str());
+    assert!(
+        reply["reason"].as_str().unwrap().contains("re-enqueued"),
+        "{reply}"
+    );
+    stack
+        .wait_status(h, "done again", |s| {
+            s["state"] == "done" && s["tracks"].as_array().unwrap().len() == 4
+        })
+        .await;
+    let r = stack.track(h, "vocals").await;
+    assert_eq!(r.status(), 200);
+    assert!((mp3_seconds(&r.bytes().await.unwrap()) - mp3_seconds(&songs[0])).abs() < 0.1);
+    hook.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_fails_visibly_while_the_others_complete() {
+    let _serial = SERIAL.lock().await;
+    // The API offers a model no worker has installed: every attempt fails in the worker.
+    let stack = Stack::start("e2e-poison", &[("STEMSEP_MODELS", "htdemucs,ghost")], &[]).await;
+    let bad = stack
+        .separate(&tone_mp3(700.0, 2.0, 700), Some("ghost"), Value::Null)
+        .await;
+    let bad = bad["hash"].as_str().unwrap().to_owned();
+    let mut good = Vec::new();
+    for i in 0..3u64 {
+        let r = stack
+            .separate(
+                &tone_mp3(250.0 + 30.0 * i as f32, 2.5, 710 + i),
+                None,
+                Value::Null,
+            )
+            .await;
+        good.push(r["hash"].as_str().unwrap().to_owned());
+    }
+    let s = stack.wait_status(&bad, "final", is_final).await;
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["attempts"], 3);
+    assert!(
+        s["error"].as_str().unwrap().contains("not installed"),
+        "{s}"
+    );
+    assert_eq!(s["tracks"], json!([]));
+    for h in &good {
+        let s = stack.wait_status(h, "final", is_final).await;
+        assert_eq!(s["state"], "done", "{s}");
+    }
+    assert_eq!(
+        stack.env.queue.dead_letters().await.unwrap(),
+        vec![bad.clone()]
+    );
+    assert_eq!(stack.env.depths().await, (0, 0, 1));
+}
