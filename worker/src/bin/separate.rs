@@ -1,0 +1,90 @@
+//! `separate`: one song in, four stems out, through the same engine the worker uses.
+//!
+//! ```text
+//! separate song.mp3 -o out/ [--model htdemucs.onnx] [--bitrate 320] [--max-minutes 20]
+//! ```
+//! writes `out/vocals.mp3`, `out/drums.mp3`, `out/bass.mp3`, `out/other.mp3`. The model defaults
+//! to `$STEMSEP_MODEL_PATH` (`model/tiny/tiny.onnx` is only a test model: its stems are noise).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use stemsep_worker::{SeparateOptions, Separator};
+
+/// Separate a song (MP3, WAV or FLAC) into vocals, drums, bass and other MP3 stems.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The song to separate.
+    song: PathBuf,
+    /// Directory for vocals.mp3, drums.mp3, bass.mp3 and other.mp3 (created if missing).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The split HT-Demucs ONNX export (see model/README.md).
+    #[arg(long, env = "STEMSEP_MODEL_PATH")]
+    model: PathBuf,
+    /// MP3 bitrate of the stems, in kbit/s.
+    #[arg(long, default_value_t = 320)]
+    bitrate: u32,
+    /// Refuse songs longer than this many minutes.
+    #[arg(long, default_value_t = 20.0)]
+    max_minutes: f64,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("separate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.max_minutes.is_finite() && args.max_minutes > 0.0,
+        "--max-minutes must be a positive number"
+    );
+    let input =
+        std::fs::read(&args.song).with_context(|| format!("reading {}", args.song.display()))?;
+    let started = Instant::now();
+    let separator = Separator::load(&args.model)?;
+    let info = separator.info();
+    eprintln!(
+        "model {} ({} sources, {:.1} s segments) loaded in {:.1} s",
+        info.name,
+        info.sources.len(),
+        info.segment_samples as f64 / info.sample_rate as f64,
+        started.elapsed().as_secs_f64()
+    );
+    let options = SeparateOptions {
+        bitrate_kbps: args.bitrate,
+        max_duration: Duration::from_secs_f64(args.max_minutes * 60.0),
+    };
+    let bar = ProgressBar::new(100).with_style(
+        ProgressStyle::with_template(
+            "{spinner} separating [{bar:40}] {pos:>3}% {elapsed_precise} (eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let stems = separator.separate_mp3(&input, &options, &|p| bar.set_position(p.into()));
+    bar.finish_and_clear();
+    let stems = stems.with_context(|| format!("separating {}", args.song.display()))?;
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    for (track, mp3) in &stems {
+        let path = args.output.join(format!("{track}.mp3"));
+        std::fs::write(&path, mp3).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("{} ({} KiB)", path.display(), mp3.len() / 1024);
+    }
+    eprintln!("separated in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
