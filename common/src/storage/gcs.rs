@@ -193,8 +193,10 @@ impl Storage for GcsStorage {
 
     async fn read(&self, key: &ObjectKey, range: Option<(u64, u64)>) -> Result<ObjectReader> {
         // The read response's size header is not served by every emulator, and a ranged read
-        // cannot be clamped without the size: ask the metadata first.
-        let size = self.size(key).await?;
+        // cannot be clamped without the size: ask the metadata first, then read that very
+        // generation, so a concurrent overwrite cannot pair one version's size with another's
+        // bytes.
+        let Meta { size, generation } = self.meta(key).await?;
         let (start, end) = range.unwrap_or((0, size));
         let (start, end) = (start.min(size), end.min(size));
         if start >= end {
@@ -206,6 +208,7 @@ impl Storage for GcsStorage {
         let resp = self
             .client
             .read_object(self.bucket_resource(), key.as_str())
+            .set_generation(generation)
             .set_read_range(ReadRange::segment(start, end - start))
             .send()
             .await
@@ -239,7 +242,7 @@ impl Storage for GcsStorage {
     }
 
     async fn exists(&self, key: &ObjectKey) -> Result<bool> {
-        match self.size(key).await {
+        match self.meta(key).await {
             Ok(_) => Ok(true),
             Err(Error::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
@@ -258,25 +261,35 @@ impl Storage for GcsStorage {
     }
 }
 
+/// What the backend needs from an object's metadata.
+struct Meta {
+    /// Bytes.
+    size: u64,
+    /// The object version.
+    generation: i64,
+}
+
 impl GcsStorage {
-    /// The object's size in bytes, from its JSON API metadata.
-    async fn size(&self, key: &ObjectKey) -> Result<u64> {
+    /// The object's size and generation, from its JSON API metadata.
+    async fn meta(&self, key: &ObjectKey) -> Result<Meta> {
+        // The JSON API encodes int64 as decimal strings.
         #[derive(serde::Deserialize)]
-        struct Meta {
-            // The JSON API encodes int64 as a decimal string.
+        struct Wire {
             size: String,
+            generation: String,
         }
         let resp = self
             .json_api(reqwest::Method::GET, self.object_url(key)?)
             .await?;
         match resp.status().as_u16() {
             200..=299 => {
-                let meta: Meta = resp
-                    .json()
-                    .await
-                    .map_err(|e| Error::Storage(format!("GCS metadata of {key}: {e}")))?;
-                meta.size.parse().map_err(|_| {
-                    Error::Storage(format!("GCS metadata of {key}: size {:?}", meta.size))
+                let bad = |e: &dyn std::fmt::Display| {
+                    Error::Storage(format!("GCS metadata of {key}: {e}"))
+                };
+                let wire: Wire = resp.json().await.map_err(|e| bad(&e))?;
+                Ok(Meta {
+                    size: wire.size.parse().map_err(|e| bad(&e))?,
+                    generation: wire.generation.parse().map_err(|e| bad(&e))?,
                 })
             }
             404 => Err(Error::NotFound(key.to_string())),

@@ -266,7 +266,8 @@ impl FakeGcs {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Creates bucket `name` through the JSON API (the client library creates buckets over gRPC,
+    /// Creates bucket `name` (3–63 characters: lowercase letters, digits, `-`, `_`, `.`; the
+    /// emulator enforces GCS naming) through the JSON API (the client library creates buckets over gRPC,
     /// which the emulator does not answer). An existing bucket is fine.
     pub fn bucket(&self, name: &str) -> Result<()> {
         let body = format!("{{\"name\":\"{name}\"}}");

@@ -84,6 +84,8 @@ enum Outcome {
     AlreadyDone,
     RequeuedMissingStems,
     RetriedFailed,
+    /// Only reachable through a race with another request that saw the job fail.
+    AlreadyFailed,
 }
 
 impl Outcome {
@@ -95,6 +97,7 @@ impl Outcome {
             Outcome::AlreadyDone => "already_done",
             Outcome::RequeuedMissingStems => "requeued_missing_stems",
             Outcome::RetriedFailed => "retried_failed",
+            Outcome::AlreadyFailed => "already_failed",
         }
     }
 
@@ -109,6 +112,7 @@ impl Outcome {
                 "Song was separated but some stems have since been removed; re-enqueued for separation"
             }
             Outcome::RetriedFailed => "Previous separation of this song failed; re-enqueued for another try",
+            Outcome::AlreadyFailed => "Separation of this song failed; submit it again to retry",
         }
     }
 
@@ -117,7 +121,7 @@ impl Outcome {
             JobState::Queued => Outcome::AlreadyQueued,
             JobState::Running => Outcome::AlreadyRunning,
             JobState::Done => Outcome::AlreadyDone,
-            JobState::Failed => Outcome::RetriedFailed,
+            JobState::Failed => Outcome::AlreadyFailed,
         }
     }
 }

@@ -176,3 +176,43 @@ async fn removal_by_get_and_delete() {
         .unwrap();
     assert_eq!(status["tracks"], serde_json::json!(["drums", "other"]));
 }
+
+#[tokio::test]
+async fn the_gcs_backend_serves_the_same_api() {
+    let gcs = stemsep_testkit::FakeGcs::start().expect("fake-gcs-server (run `make py-deps`)");
+    gcs.bucket("stemsep-test").unwrap();
+    let endpoint = gcs.endpoint();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.storage.storage = stemsep_common::config::Backend::Gcs;
+        s.storage.gcs_bucket = "stemsep-test".into();
+        s.storage.gcs_endpoint = endpoint;
+    })
+    .await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let hash = app.submit(&song(15)).await;
+    let stems = app.finish_next_job().await;
+    let other = &stems.iter().find(|(t, _)| *t == Track::Other).unwrap().1;
+    let resp = app.get(&format!("/apiv1/track/{hash}/other.mp3")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], other.len().to_string());
+    assert_eq!(resp.bytes().await.unwrap(), other.as_slice());
+    let resp = app
+        .client
+        .get(app.url(&format!("/apiv1/track/{hash}/other")))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.bytes().await.unwrap(), &other[10..20]);
+    assert_eq!(
+        app.delete(&format!("/apiv1/remove/{hash}/other"))
+            .await
+            .status(),
+        200
+    );
+    expect_error(app.get(&format!("/apiv1/track/{hash}/other")).await, 404).await;
+    drop(gcs);
+    let health: serde_json::Value = app.get("/healthz").await.json().await.unwrap();
+    assert_ne!(health["storage"], "ok", "a dead emulator fails readiness");
+}
