@@ -122,7 +122,7 @@ fn mp3_round_trip_keeps_length_and_alignment() {
 #[test]
 fn wav_mono_48k_is_duplicated_to_stereo() {
     let (l, _) = music(48_000, 48_000);
-    let audio = decode(&wav(&[l.clone()], 48_000, None), LONG).unwrap();
+    let audio = decode(&wav(std::slice::from_ref(&l), 48_000, None), LONG).unwrap();
     assert_eq!(audio.sample_rate, 48_000);
     assert_eq!(audio.channels.len(), 2);
     assert_eq!(audio.channels[0], audio.channels[1]);
