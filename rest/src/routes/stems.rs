@@ -165,7 +165,7 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: Track) -> ApiErr
 
 /// Remove one stem from storage (GET is accepted too, as in the lab).
 #[utoipa::path(
-    delete,
+    method(delete, get),
     path = "/apiv1/remove/{hash}/{track}",
     params(
         ("hash" = String, Path, description = "Song hash (56 hex digits)"),

@@ -28,8 +28,8 @@ pub struct TestApp {
     pub queue: Queue,
     /// The storage the server uses.
     pub storage: Arc<dyn Storage>,
-    /// Keeps the storage directory alive.
-    pub _dir: tempfile::TempDir,
+    /// Holds the storage directory (`<dir>/storage`); removed on drop.
+    pub dir: tempfile::TempDir,
     /// HTTP client.
     pub client: reqwest::Client,
 }
@@ -74,7 +74,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         redis,
         queue,
         storage,
-        _dir: dir,
+        dir,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -263,7 +263,7 @@ async fn bad_inputs_get_json_errors_and_leave_nothing_behind() {
 
     // Nothing was stored or queued by any of that.
     assert!(app.queue.waiting().await.unwrap().is_empty());
-    let stored = std::fs::read_dir(app._dir.path().join("storage"))
+    let stored = std::fs::read_dir(app.dir.path().join("storage"))
         .unwrap()
         .count();
     assert_eq!(stored, 0, "no objects written");

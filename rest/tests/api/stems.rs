@@ -106,7 +106,7 @@ async fn path_tricks_are_400_and_touch_nothing_outside_storage() {
     let hash = app.submit(&song(13)).await;
     app.finish_next_job().await;
     // A file next to the storage directory that a traversal would reach.
-    std::fs::write(app._dir.path().join("secret.mp3"), b"secret").unwrap();
+    std::fs::write(app.dir.path().join("secret.mp3"), b"secret").unwrap();
     let long = "a".repeat(5000);
     let tricks = [
         format!("/apiv1/track/{hash}/../secret.mp3"),
@@ -129,7 +129,7 @@ async fn path_tricks_are_400_and_touch_nothing_outside_storage() {
         assert!(body.contains("\"error\""), "{path}: {body}");
     }
     assert_eq!(
-        std::fs::read(app._dir.path().join("secret.mp3")).unwrap(),
+        std::fs::read(app.dir.path().join("secret.mp3")).unwrap(),
         b"secret"
     );
     // The real stems are untouched.

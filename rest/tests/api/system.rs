@@ -17,7 +17,7 @@ async fn index_and_health() {
 #[tokio::test]
 async fn health_reports_broken_storage() {
     let app = spawn_app().await;
-    std::fs::remove_dir_all(app._dir.path().join("storage")).unwrap();
+    std::fs::remove_dir_all(app.dir.path().join("storage")).unwrap();
     let resp = app.get("/healthz").await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
@@ -67,6 +67,7 @@ async fn openapi_documents_every_route() {
         ("/apiv1/status/{hash}", "get"),
         ("/apiv1/track/{hash}/{track}", "get"),
         ("/apiv1/remove/{hash}/{track}", "delete"),
+        ("/apiv1/remove/{hash}/{track}", "get"),
         ("/", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
