@@ -12,10 +12,14 @@ DATA=$(cd "$DATA" && pwd)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 pids=()
+redis_pid=
+# Stop the service first and Redis last, so the worker can still hand its job back.
 cleanup() {
   trap - INT TERM EXIT
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+  true
 }
 trap cleanup INT TERM EXIT
 
@@ -23,7 +27,7 @@ REDIS_PORT=$(free_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
   --appendonly yes --appendfsync everysec --save '' --daemonize no \
   --logfile "$DATA/redis/redis.log" &
-pids+=($!)
+redis_pid=$!
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # The worker looks up `<model>.onnx` in STEMSEP_MODEL_DIR; the default model is `htdemucs`.
@@ -49,5 +53,5 @@ pids+=($!)
 "$BIN/stemsep-rest" &
 pids+=($!)
 echo "stemsep: API on http://localhost:$PORT  (redis on 127.0.0.1:$REDIS_PORT, data in $DATA)"
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" "$redis_pid"
 echo "stemsep: a process exited; stopping the rest" >&2
