@@ -24,7 +24,8 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
+# Own session: a Ctrl-C on `make run` reaches the service, not Redis, which cleanup stops last.
+setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
   --appendonly yes --appendfsync everysec --save '' --daemonize no \
   --logfile "$DATA/redis/redis.log" &
 redis_pid=$!
