@@ -1,0 +1,243 @@
+//! `make bench`: the full-size HT-Demucs core on this machine.
+//!
+//! For a full-size export (default `~/.cache/stemsep/models/htdemucs-random.onnx`, override with
+//! `STEMSEP_BENCH_MODEL`), prints in one run:
+//! - one segment through the core alone (tract), per-core GFLOP/s (335 GFLOP per segment);
+//! - the same segment on onnxruntime and PyTorch demucs via `model/bench_ref.py` when python with
+//!   those packages is available (`STEMSEP_BENCH_PYTHON`, default `/work/pyenv/bin/python` or
+//!   `python3`), as ratios;
+//! - whole songs (synthetic music, MP3 in → four MP3s out through `Separator::separate_mp3`) of
+//!   1, 4 and 10 minutes (`STEMSEP_BENCH_MINUTES=1,4,10`): wall time, real-time factor, time per
+//!   segment, and peak RSS — each song runs in its own child process so each peak is its own.
+//!
+//! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
+//! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default 1).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use stemsep_worker::engine::audio::encode::encode_mp3;
+use stemsep_worker::engine::dsp::stft::Stft;
+use stemsep_worker::engine::model::Model;
+use stemsep_worker::{EngineConfig, SeparateOptions, Separator};
+
+/// Multiply-adds ×2 in one 7.8 s segment of full-size htdemucs (issue 3).
+const GFLOP_PER_SEGMENT: f64 = 335.0;
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn model_path() -> PathBuf {
+    std::env::var_os("STEMSEP_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        home.join(".cache/stemsep/models/htdemucs-random.onnx")
+    })
+}
+
+fn config() -> EngineConfig {
+    let d = EngineConfig::default();
+    let get = |k: &str, v: usize| env_or(k, &v.to_string()).parse().unwrap_or(v);
+    EngineConfig {
+        threads_per_segment: get("STEMSEP_BENCH_THREADS", d.threads_per_segment),
+        segments_in_flight: get("STEMSEP_BENCH_IN_FLIGHT", d.segments_in_flight),
+    }
+}
+
+/// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Deterministic music-like stereo: a bass line, chords, hi-hat-like noise bursts.
+fn synthetic_song(seconds: f64, sr: u32) -> (Vec<f32>, Vec<f32>) {
+    let n = (seconds * sr as f64) as usize;
+    let tau = 2.0 * std::f64::consts::PI;
+    let mut noise = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut l, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t = i as f64 / sr as f64;
+        let beat = (t * 2.0).fract();
+        let bass = 0.25 * (tau * [55.0, 65.4, 73.4, 49.0][(t / 2.0) as usize % 4] * t).sin();
+        let chord: f64 = [261.6, 329.6, 392.0].iter().map(|f| 0.06 * (tau * f * t).sin()).sum();
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        let hat = 0.15 * (-beat * 40.0).exp() * ((noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
+        l.push((bass + chord + hat) as f32);
+        r.push((bass + 0.8 * chord - hat) as f32);
+    }
+    (l, r)
+}
+
+/// Child: one segment through the core alone, best of `runs` after a warm-up.
+fn child_segment(model: &Path, cfg: EngineConfig) {
+    let t0 = Instant::now();
+    let m = Model::load(model, cfg.threads_per_segment).expect("model loads");
+    let load_s = t0.elapsed().as_secs_f64();
+    let info = m.info().clone();
+    let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).unwrap();
+    let (l, r) = synthetic_song(info.segment_samples as f64 / info.sample_rate as f64 + 0.1, info.sample_rate);
+    let mix: Vec<f32> = [&l[..info.segment_samples], &r[..info.segment_samples]].concat();
+    let spec = stft.forward(&mix, 2);
+    let mut best = f64::INFINITY;
+    for _ in 0..2 {
+        let t = Instant::now();
+        m.run(mix.clone(), spec.clone()).expect("segment runs");
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let stft_t = Instant::now();
+    let spec2 = stft.forward(&mix, 2);
+    let _ = stft.inverse(&spec2, 2);
+    let stft_s = stft_t.elapsed().as_secs_f64();
+    println!(
+        "{{\"load_s\":{load_s:.3},\"segment_s\":{best:.4},\"stft_istft_s\":{stft_s:.5},\"peak_mib\":{:.0}}}",
+        memory_mib().0
+    );
+}
+
+/// Child: a whole synthetic song of `minutes` through separate_mp3.
+fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
+    let separator = Separator::load_with(model, cfg).expect("model loads");
+    let info = separator.info().clone();
+    let (loaded_peak, _) = memory_mib();
+    let (l, r) = synthetic_song(minutes * 60.0, info.sample_rate);
+    let mp3 = encode_mp3(&l, &r, info.sample_rate, 192).unwrap();
+    drop((l, r));
+    let stride = (0.75 * info.segment_samples as f64) as usize;
+    let samples = (minutes * 60.0 * info.sample_rate as f64) as usize;
+    let segments = samples.div_ceil(stride);
+    let opts = SeparateOptions { max_duration: Duration::from_secs(3600), ..Default::default() };
+    let t = Instant::now();
+    let stems = separator.separate_mp3(&mp3, &opts, &|_| {}).expect("song separates");
+    let song_s = t.elapsed().as_secs_f64();
+    let out_mib = stems.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1048576.0;
+    println!(
+        "{{\"minutes\":{minutes},\"segments\":{segments},\"song_s\":{song_s:.2},\"rtf\":{:.4},\"per_segment_s\":{:.3},\"peak_mib\":{:.0},\"model_loaded_peak_mib\":{loaded_peak:.0},\"stems_mib\":{out_mib:.1}}}",
+        song_s / (minutes * 60.0),
+        song_s / segments as f64,
+        memory_mib().0
+    );
+}
+
+fn run_child(args: &[String]) -> Option<serde_json::Value> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new(exe).args(args).output().ok()?;
+    if !out.status.success() {
+        eprintln!("child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+}
+
+fn python() -> Option<String> {
+    if let Ok(p) = std::env::var("STEMSEP_BENCH_PYTHON") {
+        return Some(p);
+    }
+    ["/work/pyenv/bin/python", "python3"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("-c").arg("import onnxruntime").output().is_ok_and(|o| o.status.success()))
+        .map(str::to_string)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let model = model_path();
+    let cfg = config();
+    if let Some(i) = args.iter().position(|a| a == "--child-segment") {
+        let _ = i;
+        return child_segment(&model, cfg);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--child-song") {
+        let minutes = args.get(i + 1).and_then(|m| m.parse().ok()).expect("--child-song MINUTES");
+        return child_song(&model, cfg, minutes);
+    }
+    if !model.exists() {
+        eprintln!(
+            "no model at {} (make it with `python model/export.py --random-init --seed 42 -o {}` or set STEMSEP_BENCH_MODEL); skipping",
+            model.display(),
+            model.display()
+        );
+        return;
+    }
+    println!(
+        "stemsep separate bench: {} | tract threads/segment {} | segments in flight {} | {} cores",
+        model.display(),
+        cfg.threads_per_segment,
+        cfg.segments_in_flight,
+        EngineConfig::default().threads_per_segment
+    );
+
+    let seg = run_child(&["--child-segment".into()]);
+    let tract_s = seg.as_ref().and_then(|v| v["segment_s"].as_f64());
+    if let (Some(v), Some(s)) = (&seg, tract_s) {
+        println!(
+            "one segment (core only): tract {s:.2} s = {:.1} GFLOP/s per core ({} threads); host STFT+iSTFT {:.3} s; load {:.1} s; peak RSS {} MiB",
+            GFLOP_PER_SEGMENT / s / cfg.threads_per_segment as f64,
+            cfg.threads_per_segment,
+            v["stft_istft_s"].as_f64().unwrap_or(f64::NAN),
+            v["load_s"].as_f64().unwrap_or(f64::NAN),
+            v["peak_mib"]
+        );
+    }
+
+    let reference = python().and_then(|py| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/bench_ref.py");
+        let out = Command::new(py)
+            .arg(script)
+            .arg(&model)
+            .arg("--threads")
+            .arg(cfg.threads_per_segment.to_string())
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    });
+    match (&reference, tract_s) {
+        (Some(r), Some(t)) => {
+            for (name, key) in [("onnxruntime", "onnxruntime_s"), ("PyTorch demucs", "pytorch_s")] {
+                match r[key].as_f64() {
+                    Some(s) => println!(
+                        "one segment: {name} {s:.2} s = {:.1} GFLOP/s per core; {name}/tract time ratio {:.2} (>1: tract faster)",
+                        GFLOP_PER_SEGMENT / s / cfg.threads_per_segment as f64,
+                        s / t
+                    ),
+                    None => println!("{name}: unavailable ({})", r[key.replace("_s", "_error")]),
+                }
+            }
+        }
+        _ => println!("onnxruntime/PyTorch reference: unavailable (python with onnxruntime not found)"),
+    }
+
+    for minutes in env_or("STEMSEP_BENCH_MINUTES", "1,4,10").split(',').filter_map(|m| m.trim().parse::<f64>().ok()) {
+        match run_child(&["--child-song".into(), minutes.to_string()]) {
+            Some(v) => {
+                let rtf = v["rtf"].as_f64().unwrap_or(f64::NAN);
+                let per = v["per_segment_s"].as_f64().unwrap_or(f64::NAN);
+                print!(
+                    "{minutes:>4} min song: {:.1} s, RTF {rtf:.3}, {} segments, {per:.2} s/segment, peak RSS {} MiB (model loaded {} MiB)",
+                    v["song_s"].as_f64().unwrap_or(f64::NAN),
+                    v["segments"],
+                    v["peak_mib"],
+                    v["model_loaded_peak_mib"]
+                );
+                if let Some(ort) = reference.as_ref().and_then(|r| r["onnxruntime_s"].as_f64()) {
+                    print!("; onnxruntime core-only estimate RTF {:.3}, throughput ratio {:.2}", rtf * ort / per, ort / per);
+                }
+                println!();
+            }
+            None => println!("{minutes} min song: failed"),
+        }
+    }
+}
