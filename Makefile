@@ -53,3 +53,13 @@ deploy-check: py-deps
 	$(PY) deploy/check/deploy_check.py
 	$(PY) -m pytest -q -p no:cacheprovider deploy/check
 # --- end deploy-check ---
+
+# --- bench-load (worker/benches/load.rs) ---
+## bench-load: 50 concurrent lab-shaped submissions of distinct songs against redis-server,
+## stemsep-rest and two workers with the tiny model; prints throughput, p50/p99 API latency,
+## errors and lost jobs (fails unless both are 0). Knobs: STEMSEP_BENCH_{SONGS,SECONDS,WORKERS}.
+.PHONY: bench-load
+bench-load: system-deps
+	cargo build --release --workspace --bins
+	cargo bench -p stemsep-worker --bench load
+# --- end bench-load ---

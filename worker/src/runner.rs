@@ -225,7 +225,7 @@ impl Runner {
         });
         let opts = self.config.separate.clone();
         let segment_seconds = self.metrics.segment_seconds.clone();
-        let stems = tokio::task::spawn_blocking(move || {
+        let separated = tokio::task::spawn_blocking(move || {
             // The first report comes after decoding, so only later intervals time a segment.
             let last: Mutex<Option<Instant>> = Mutex::new(None);
             let progress = |p: u8| {
@@ -239,10 +239,10 @@ impl Runner {
             };
             separator.separate_mp3(&input, &opts, &progress)
         })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-        // The last progress write must land before the acknowledgement sets 100.
+        .await;
+        // The last progress write must land before the acknowledgement (or failure) resets it.
         let _ = forward.await;
+        let stems = separated.map_err(|e| Error::Task(e.to_string()))??;
 
         for track in Track::ALL {
             if !stems.iter().any(|(t, _)| *t == track) {
