@@ -402,6 +402,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -556,6 +558,75 @@ mod tests {
                 other => panic!("{url}: {other:?}"),
             }
         }
+    }
+
+    /// A local endpoint answering every POST with `status` (and a redirect target for 3xx),
+    /// counting the requests it got.
+    async fn endpoint(status: u16) -> (u16, Arc<AtomicUsize>, actix_web::dev::ServerHandle) {
+        use actix_web::{http::StatusCode, web, App, HttpResponse, HttpServer};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let server = HttpServer::new(move || {
+            let h = h.clone();
+            App::new().default_service(web::to(move || {
+                h.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    HttpResponse::build(StatusCode::from_u16(status).unwrap())
+                        .insert_header(("location", "http://127.0.0.1:9/elsewhere"))
+                        .finish()
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (port, hits, handle)
+    }
+
+    #[tokio::test]
+    async fn delivery_by_allowed_name_retries_and_never_follows_redirects() {
+        let body = json!({"x": 1});
+        let (port, hits, h) = endpoint(200).await;
+        // By name: resolved, checked, then pinned to the checked addresses.
+        let url = format!("http://localhost:{port}/hook");
+        assert_eq!(
+            notifier(&["localhost"]).post(&url, &body).await,
+            Outcome::Delivered
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            notifier(&[]).post(&url, &body).await,
+            Outcome::Refused(_)
+        ));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        h.stop(false).await;
+
+        let (port, hits, h) = endpoint(503).await;
+        let got = notifier(&["127.0.0.1"])
+            .post(&format!("http://127.0.0.1:{port}/"), &body)
+            .await;
+        assert_eq!(
+            got,
+            Outcome::Failed("HTTP 503 Service Unavailable (after 3 tries)".into())
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        h.stop(false).await;
+
+        let (port, hits, h) = endpoint(302).await;
+        let got = notifier(&["127.0.0.1"])
+            .post(&format!("http://127.0.0.1:{port}/"), &body)
+            .await;
+        assert!(
+            matches!(&got, Outcome::Failed(w) if w.starts_with("HTTP 302")),
+            "{got:?}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        h.stop(false).await;
     }
 
     #[test]

@@ -164,3 +164,38 @@ pub fn serve(
         .ok_or_else(|| Error::Config(format!("metrics address {bind}: nothing bound")))?;
     Ok((server.run(), addr))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn served_over_http_in_text_format() {
+        let m = Metrics::new().unwrap();
+        m.jobs_done.inc();
+        m.callbacks.with_label_values(&["refused"]).inc();
+        m.queue_depth.with_label_values(&["toWorker"]).set(7);
+        m.segment_seconds.observe(0.3);
+        let (server, addr) = serve(m.clone(), "127.0.0.1:0").unwrap();
+        let handle = server.handle();
+        tokio::spawn(server);
+        let body = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "stemsep_worker_jobs_done_total 1",
+            "stemsep_worker_callbacks_total{outcome=\"refused\"} 1",
+            "stemsep_queue_depth{list=\"toWorker\"} 7",
+            "stemsep_worker_segment_seconds_count 1",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "{line} missing from\n{body}"
+            );
+        }
+        handle.stop(false).await;
+    }
+}
