@@ -12,7 +12,7 @@ export STEMSEP_FAKE_GCS_BIN ?= $(VENV)/bin/fake-gcs-server
 PORT ?= 5000
 DATA ?= data
 
-.PHONY: run test lint unit deploy-check bench eval system-deps py-deps build
+.PHONY: run test lint unit deploy-check bench bench-engine eval system-deps py-deps build
 
 ## run: build and start redis (private, on a free port), rest on $(PORT) and a worker.
 run: system-deps build
@@ -30,6 +30,17 @@ lint:
 
 unit:
 	cargo test --workspace --no-fail-fast
+
+## bench: engine figures on a full-size random-init htdemucs export (made once with model/export.py,
+## which needs torch: pip install -r model/requirements.txt), then the load run on the tiny model.
+BENCH_MODEL ?= $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
+BENCH_PYTHON ?= python3
+bench: bench-engine bench-load
+
+bench-engine:
+	test -f "$(BENCH_MODEL)" || "$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$(BENCH_MODEL)"
+	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
+	  cargo bench -p stemsep-worker --bench separate
 
 system-deps:
 	@deploy/local/system-deps.sh
