@@ -28,7 +28,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# The worker's end-to-end tests start the stemsep-rest binary: build every binary first.
 unit:
+	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 
 ## bench: engine figures on a full-size random-init htdemucs export (made once with model/export.py,
