@@ -30,10 +30,14 @@ fn env_or(key: &str, default: &str) -> String {
 }
 
 fn model_path() -> PathBuf {
-    std::env::var_os("STEMSEP_BENCH_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-        home.join(".cache/stemsep/models/htdemucs-random.onnx")
-    })
+    std::env::var_os("STEMSEP_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            home.join(".cache/stemsep/models/htdemucs-random.onnx")
+        })
 }
 
 fn config() -> EngineConfig {
@@ -69,7 +73,10 @@ fn synthetic_song(seconds: f64, sr: u32) -> (Vec<f32>, Vec<f32>) {
         let t = i as f64 / sr as f64;
         let beat = (t * 2.0).fract();
         let bass = 0.25 * (tau * [55.0, 65.4, 73.4, 49.0][(t / 2.0) as usize % 4] * t).sin();
-        let chord: f64 = [261.6, 329.6, 392.0].iter().map(|f| 0.06 * (tau * f * t).sin()).sum();
+        let chord: f64 = [261.6, 329.6, 392.0]
+            .iter()
+            .map(|f| 0.06 * (tau * f * t).sin())
+            .sum();
         noise ^= noise << 13;
         noise ^= noise >> 7;
         noise ^= noise << 17;
@@ -87,7 +94,10 @@ fn child_segment(model: &Path, cfg: EngineConfig) {
     let load_s = t0.elapsed().as_secs_f64();
     let info = m.info().clone();
     let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).unwrap();
-    let (l, r) = synthetic_song(info.segment_samples as f64 / info.sample_rate as f64 + 0.1, info.sample_rate);
+    let (l, r) = synthetic_song(
+        info.segment_samples as f64 / info.sample_rate as f64 + 0.1,
+        info.sample_rate,
+    );
     let mix: Vec<f32> = [&l[..info.segment_samples], &r[..info.segment_samples]].concat();
     let spec = stft.forward(&mix, 2);
     let mut best = f64::INFINITY;
@@ -117,9 +127,14 @@ fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
     let stride = (0.75 * info.segment_samples as f64) as usize;
     let samples = (minutes * 60.0 * info.sample_rate as f64) as usize;
     let segments = samples.div_ceil(stride);
-    let opts = SeparateOptions { max_duration: Duration::from_secs(3600), ..Default::default() };
+    let opts = SeparateOptions {
+        max_duration: Duration::from_secs(3600),
+        ..Default::default()
+    };
     let t = Instant::now();
-    let stems = separator.separate_mp3(&mp3, &opts, &|_| {}).expect("song separates");
+    let stems = separator
+        .separate_mp3(&mp3, &opts, &|_| {})
+        .expect("song separates");
     let song_s = t.elapsed().as_secs_f64();
     let out_mib = stems.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / 1048576.0;
     println!(
@@ -134,11 +149,16 @@ fn run_child(args: &[String]) -> Option<serde_json::Value> {
     let exe = std::env::current_exe().ok()?;
     let out = Command::new(exe).args(args).output().ok()?;
     if !out.status.success() {
-        eprintln!("child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "child {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
 }
 
 fn python() -> Option<String> {
@@ -147,7 +167,13 @@ fn python() -> Option<String> {
     }
     ["/work/pyenv/bin/python", "python3"]
         .into_iter()
-        .find(|p| Command::new(p).arg("-c").arg("import onnxruntime").output().is_ok_and(|o| o.status.success()))
+        .find(|p| {
+            Command::new(p)
+                .arg("-c")
+                .arg("import onnxruntime")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
         .map(str::to_string)
 }
 
@@ -160,7 +186,10 @@ fn main() {
         return child_segment(&model, cfg);
     }
     if let Some(i) = args.iter().position(|a| a == "--child-song") {
-        let minutes = args.get(i + 1).and_then(|m| m.parse().ok()).expect("--child-song MINUTES");
+        let minutes = args
+            .get(i + 1)
+            .and_then(|m| m.parse().ok())
+            .expect("--child-song MINUTES");
         return child_song(&model, cfg, minutes);
     }
     if !model.exists() {
@@ -202,11 +231,16 @@ fn main() {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        text.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
     });
     match (&reference, tract_s) {
         (Some(r), Some(t)) => {
-            for (name, key) in [("onnxruntime", "onnxruntime_s"), ("PyTorch demucs", "pytorch_s")] {
+            for (name, key) in [
+                ("onnxruntime", "onnxruntime_s"),
+                ("PyTorch demucs", "pytorch_s"),
+            ] {
                 match r[key].as_f64() {
                     Some(s) => println!(
                         "one segment: {name} {s:.2} s = {:.1} GFLOP/s per core; {name}/tract time ratio {:.2} (>1: tract faster)",
@@ -217,10 +251,15 @@ fn main() {
                 }
             }
         }
-        _ => println!("onnxruntime/PyTorch reference: unavailable (python with onnxruntime not found)"),
+        _ => println!(
+            "onnxruntime/PyTorch reference: unavailable (python with onnxruntime not found)"
+        ),
     }
 
-    for minutes in env_or("STEMSEP_BENCH_MINUTES", "1,4,10").split(',').filter_map(|m| m.trim().parse::<f64>().ok()) {
+    for minutes in env_or("STEMSEP_BENCH_MINUTES", "1,4,10")
+        .split(',')
+        .filter_map(|m| m.trim().parse::<f64>().ok())
+    {
         match run_child(&["--child-song".into(), minutes.to_string()]) {
             Some(v) => {
                 let rtf = v["rtf"].as_f64().unwrap_or(f64::NAN);
@@ -233,7 +272,11 @@ fn main() {
                     v["model_loaded_peak_mib"]
                 );
                 if let Some(ort) = reference.as_ref().and_then(|r| r["onnxruntime_s"].as_f64()) {
-                    print!("; onnxruntime core-only estimate RTF {:.3}, throughput ratio {:.2}", rtf * ort / per, ort / per);
+                    print!(
+                        "; onnxruntime core-only estimate RTF {:.3}, throughput ratio {:.2}",
+                        rtf * ort / per,
+                        ort / per
+                    );
                 }
                 println!();
             }

@@ -29,6 +29,12 @@ fn tone(samples: usize, sr: u32, hz: f64) -> Vec<f32> {
 }
 
 #[test]
+fn separator_is_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Separator>();
+}
+
+#[test]
 fn mp3_in_four_mp3_stems_out_with_the_input_length() {
     let sep = separator();
     let n = 3 * 44_100 + 1234;
