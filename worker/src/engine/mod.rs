@@ -210,16 +210,7 @@ impl Separator {
                 .collect::<Result<_, EngineError>>()?,
             tracks: &self.tracks,
         };
-        let mix = resample(audio.channels, audio.sample_rate, sample_rate)?;
-        separate::separate(
-            &self.model,
-            &self.stft,
-            &mix,
-            self.config.segments_in_flight,
-            &mut sink,
-            progress,
-        )?;
-        drop(mix);
+        self.separate_into(audio, &mut sink, progress)?;
         sink.writers
             .into_iter()
             .map(|(t, w)| Ok((t, w.finish()?)))
@@ -237,17 +228,28 @@ impl Separator {
         if audio.channels.len() != self.info().channels || audio.is_empty() {
             return Err(EngineError::NoAudio);
         }
-        let mix = resample(audio.channels, audio.sample_rate, self.info().sample_rate)?;
         let mut sink = CollectSink { stems: Vec::new() };
+        self.separate_into(audio, &mut sink, progress)?;
+        Ok(sink.stems)
+    }
+
+    /// Resamples `audio` to the model's rate and runs apply_model into `sink`; the resampled mix
+    /// is dropped before returning, so only the sink's output outlives the call.
+    fn separate_into(
+        &self,
+        audio: PlanarAudio,
+        sink: &mut dyn StemSink,
+        progress: &(dyn Fn(u8) + Sync),
+    ) -> Result<(), EngineError> {
+        let mix = resample(audio.channels, audio.sample_rate, self.info().sample_rate)?;
         separate::separate(
             &self.model,
             &self.stft,
             &mix,
             self.config.segments_in_flight,
-            &mut sink,
+            sink,
             progress,
-        )?;
-        Ok(sink.stems)
+        )
     }
 }
 
