@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use stemsep_common::config::{Backend, RedisArgs, StorageArgs};
 use stemsep_common::job::{SongHash, Track};
-use stemsep_common::queue::Queue;
+use stemsep_common::queue::{Claim, Queue};
 use stemsep_common::storage::{ObjectKey, Storage};
 use stemsep_rest::config::Settings;
 use stemsep_rest::startup::Application;
@@ -165,17 +165,21 @@ impl TestApp {
         body["hash"].as_str().unwrap().to_owned()
     }
 
-    /// Plays a worker: claims the next job, stores four stems (distinct real MP3s) and marks it
-    /// done. Returns the stems by track.
-    pub async fn finish_next_job(&self) -> Vec<(Track, Vec<u8>)> {
+    /// Plays a worker claiming the next queued job (which must exist).
+    pub async fn claim_next(&self) -> Claim {
         let block = Duration::from_millis(500);
         let mut conn = self.queue.blocking_conn(block).await.unwrap();
-        let claim = self
-            .queue
+        self.queue
             .claim(&mut conn, "test-worker", block)
             .await
             .unwrap()
-            .expect("a queued job");
+            .expect("a queued job")
+    }
+
+    /// Plays a worker: claims the next job, stores four stems (distinct real MP3s) and marks it
+    /// done. Returns the stems by track.
+    pub async fn finish_next_job(&self) -> Vec<(Track, Vec<u8>)> {
+        let claim = self.claim_next().await;
         let mut stems = Vec::new();
         for (i, t) in Track::ALL.into_iter().enumerate() {
             let bytes = tone_mp3(100.0 * (i + 1) as f32, 0.5, 1000 + i as u64);

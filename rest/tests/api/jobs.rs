@@ -50,14 +50,7 @@ async fn resubmission_is_idempotent_and_says_why() {
     assert_eq!(queue["queue"].as_array().unwrap().len(), 1, "no second job");
 
     // Running.
-    let block = std::time::Duration::from_millis(500);
-    let mut conn = app.queue.blocking_conn(block).await.unwrap();
-    let claim = app
-        .queue
-        .claim(&mut conn, "w", block)
-        .await
-        .unwrap()
-        .unwrap();
+    let claim = app.claim_next().await;
     let again: Value = app.post_like_lab_client(&mp3).await.json().await.unwrap();
     assert!(
         again["reason"]
@@ -100,14 +93,7 @@ async fn a_failed_job_is_retried_on_resubmission() {
     let app = spawn_app_with(|s| s.redis.max_attempts = 1).await;
     let mp3 = song(3);
     let hash = app.submit(&mp3).await;
-    let block = std::time::Duration::from_millis(500);
-    let mut conn = app.queue.blocking_conn(block).await.unwrap();
-    let claim = app
-        .queue
-        .claim(&mut conn, "w", block)
-        .await
-        .unwrap()
-        .unwrap();
+    let claim = app.claim_next().await;
     app.queue.fail(&claim, "model exploded").await.unwrap();
 
     let status: Value = app
