@@ -5,8 +5,12 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v cc >/dev/null || need+=(build-essential)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
+# The ground-truth corpus (model/corpus.py): synthesiser, General MIDI soundfont, MIDI songs.
+command -v fluidsynth >/dev/null || need+=(fluidsynth)
+[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+[ -d /usr/share/games/openttd/baseset/openmsx ] || need+=(openttd-openmsx)
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
