@@ -7,6 +7,7 @@ Modes:
   --model NAME        pretrained weights via demucs.pretrained.get_model (downloads: needs internet)
   --random-init       the htdemucs architecture (kwargs of checkpoint 955717e8) with seeded random weights
   --tiny              a small HTDemucs (same architecture, few channels, 1 s segment) for tests
+  --checkpoint FILE   a model trained by model/train.py (its kwargs and weights)
 With --golden DIR it also writes golden vectors produced by demucs' own Separator/apply_model path.
 """
 
@@ -98,6 +99,11 @@ def build_model(args) -> tuple[HTDemucs, str, str]:
             sys.exit(f"{args.model} is a {type(model).__name__}, only HTDemucs is supported")
         sig = getattr(model, "_stemsep_sig", None) or args.model
         return model.eval(), args.model, f"demucs-{demucs.__version__}:{sig}"
+    if args.checkpoint:
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        model = HTDemucs(sources=ckpt["sources"], **ckpt["kwargs"])
+        model.load_state_dict(ckpt["state"])
+        return model.eval(), args.name or "demo", f"demucs-{demucs.__version__}:stemsep-train-step-{ckpt['step']}"
     seed_everything(args.seed)
     if args.tiny:
         model = HTDemucs(sources=SOURCES, **TINY_KWARGS)
@@ -471,6 +477,8 @@ def main() -> None:
     mode.add_argument("--model", help="pretrained demucs model name (needs internet), e.g. htdemucs")
     mode.add_argument("--random-init", action="store_true", help="htdemucs architecture, random weights")
     mode.add_argument("--tiny", action="store_true", help="small HTDemucs for tests")
+    mode.add_argument("--checkpoint", type=Path, help="checkpoint written by model/train.py")
+    ap.add_argument("--name", help="stemsep.name for --checkpoint exports (default: demo)")
     ap.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs")
     ap.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path (+ .onnx.json)")
     ap.add_argument("--golden", type=Path, help="write golden vectors (mix/stems/meta) to this directory")
