@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod quality;
 
 // The queue worker (stemsep-worker binary), owned separately from the engine.
 pub mod callback;
