@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, required=True, help="checkpoint directory (resumed if present)")
     ap.add_argument("-o", "--output", type=Path, help="export the trained model to this .onnx at the end")
     ap.add_argument("--steps", type=int, default=4000, help="optimizer steps")
+    ap.add_argument("--stop-after", type=int,
+                    help="end the run (checkpointed) after this many steps; the schedule still spans --steps")
     ap.add_argument("--batch", type=int, default=8, help="excerpts per step")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
@@ -122,6 +124,8 @@ def main() -> None:
     ap.add_argument("--init", type=Path,
                     help="start from this checkpoint's weights (fresh optimizer and schedule), e.g. to "
                          "continue a run with another segment length or learning rate")
+    ap.add_argument("--loss", choices=["l1", "mse"], default="l1",
+                    help="waveform loss (demucs' solver offers both; see the docstring for when mse helps)")
     ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clip (guards against spikes)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -151,14 +155,15 @@ def main() -> None:
 
     model.train()
     started = time.time()
-    while step < args.steps:
+    last = min(args.steps, args.stop_after or args.steps)
+    while step < last:
         rng = np.random.default_rng([args.seed, step])
         stems = augment(corpus.excerpts(rng, args.batch), rng)
         mix = stems.sum(1)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
         estimate = model(mix)
-        loss = F.l1_loss(estimate, stems)
+        loss = (F.l1_loss if args.loss == "l1" else F.mse_loss)(estimate, stems)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -170,7 +175,7 @@ def main() -> None:
             started = time.time()
             print(f"step {step}/{args.steps} loss {np.mean(losses[-50:]):.5f} lr {learning_rate(step, args):.2e} "
                   f"{rate:.2f} s/step", flush=True)
-        if step % args.checkpoint_every == 0 or step == args.steps:
+        if step % args.checkpoint_every == 0 or step == last:
             save(ckpt_path, model, opt, step, losses)
 
     if args.output:
