@@ -33,12 +33,18 @@ for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break;
 
 # The worker looks up `<model>.onnx` in STEMSEP_MODEL_DIR; the default model is `htdemucs`.
 MODEL_DIR=${STEMSEP_MODEL_DIR:-$DATA/models}
-if [ ! -e "$MODEL_DIR/htdemucs.onnx" ]; then
+# A link an earlier run made into model/ is re-pointed, so a newly trained demo model takes over
+# from tiny; a model the user put there (file or link elsewhere) is never touched.
+ours() { [ -L "$1" ] && case "$(readlink "$1")" in "$(pwd)"/model/*) true ;; *) false ;; esac; }
+if [ ! -e "$MODEL_DIR/htdemucs.onnx" ] || ours "$MODEL_DIR/htdemucs.onnx"; then
   for f in model/default/htdemucs.onnx model/tiny/tiny.onnx; do
     if [ -e "$f" ]; then
       ln -sf "$(pwd)/$f" "$MODEL_DIR/htdemucs.onnx"
       [ -e "$f.json" ] && ln -sf "$(pwd)/$f.json" "$MODEL_DIR/htdemucs.onnx.json"
-      echo "make run: no pretrained model in $MODEL_DIR; using $f (see README: Models)" >&2
+      case $f in
+        */default/*) echo "make run: no pretrained model in $MODEL_DIR; using the demo model $f, trained on synthetic renders (see README: Models)" >&2 ;;
+        *) echo "make run: no pretrained model in $MODEL_DIR; using $f, a random-weight test model whose stems are noise (see README: Models)" >&2 ;;
+      esac
       break
     fi
   done
