@@ -39,12 +39,17 @@ unit:
 ## which needs torch: pip install -r model/requirements.txt), then the load run on the tiny model.
 BENCH_MODEL ?= $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
 BENCH_PYTHON ?= python3
-bench: bench-engine bench-load
+bench: bench-engine bench-profile bench-load
 
 bench-engine:
 	test -f "$(BENCH_MODEL)" || "$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$(BENCH_MODEL)"
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
 	  cargo bench -p stemsep-worker --bench separate
+
+## bench-profile: one segment of BENCH_MODEL with every tract node timed, summed per operator.
+.PHONY: bench-profile
+bench-profile:
+	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" cargo bench -p stemsep-worker --bench profile
 
 system-deps:
 	@deploy/local/system-deps.sh

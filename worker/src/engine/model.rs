@@ -114,22 +114,61 @@ impl Model {
 
     /// Runs the core on one segment: `mix` planar `[C][T]`, `spec` `[2C][bins][frames]`.
     pub fn run(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
+        let outputs = self
+            .plan
+            .run(self.inputs(mix, spec)?)
+            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        self.outputs(outputs)
+    }
+
+    /// Runs one segment like [`Model::run`], timing every node of the optimised plan: for each
+    /// operator kind, its total time and node count, longest first. For `make bench-profile`;
+    /// the timing wrapper adds a few µs per node.
+    pub fn profile(
+        &self,
+        mix: Vec<f32>,
+        spec: Vec<f32>,
+    ) -> Result<Vec<(String, std::time::Duration, usize)>, EngineError> {
+        let mut times: HashMap<String, (std::time::Duration, usize)> = HashMap::new();
+        let mut state = TypedSimpleState::new(&self.plan)
+            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        let outputs = state
+            .run_plan_with_eval(self.inputs(mix, spec)?, |ctx, op_state, node, inputs| {
+                let started = std::time::Instant::now();
+                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                let entry = times.entry(node.op().name().to_string()).or_default();
+                entry.0 += started.elapsed();
+                entry.1 += 1;
+                result
+            })
+            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        self.outputs(outputs)?;
+        let mut table: Vec<_> = times.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
+        table.sort_by_key(|row| std::cmp::Reverse(row.1));
+        Ok(table)
+    }
+
+    fn inputs(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<TVec<TValue>, EngineError> {
         let (c, t) = (self.info.channels, self.info.segment_samples);
         let bins = self.info.n_fft / 2;
         let frames = t.div_ceil(self.info.hop_length);
-        let fail = |e: TractError| EngineError::Inference(format!("{e:#}"));
         let mix = tract_ndarray::Array3::from_shape_vec((1, c, t), mix)
             .map_err(|e| EngineError::Inference(e.to_string()))?
             .into_tensor();
         let spec = tract_ndarray::Array4::from_shape_vec((1, 2 * c, bins, frames), spec)
             .map_err(|e| EngineError::Inference(e.to_string()))?
             .into_tensor();
-        let inputs: TVec<TValue> = if self.mix_input < self.spec_input {
+        Ok(if self.mix_input < self.spec_input {
             tvec![mix.into_tvalue(), spec.into_tvalue()]
         } else {
             tvec![spec.into_tvalue(), mix.into_tvalue()]
-        };
-        let outputs = self.plan.run(inputs).map_err(fail)?;
+        })
+    }
+
+    fn outputs(&self, outputs: TVec<TValue>) -> Result<CoreOutput, EngineError> {
+        let (c, t) = (self.info.channels, self.info.segment_samples);
+        let bins = self.info.n_fft / 2;
+        let frames = t.div_ceil(self.info.hop_length);
         let s = self.info.sources.len();
         let take = |outputs: &TVec<TValue>, i: usize, shape: &[usize]| {
             let v = outputs[i].clone();
