@@ -2,20 +2,15 @@
 //! operator kind (`make bench-profile`). The model is `$STEMSEP_BENCH_MODEL` (default: the
 //! full-size random-init htdemucs export `make bench` makes); threads `$STEMSEP_BENCH_THREADS`.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use stemsep_worker::engine::model::Model;
 
+mod support;
+use support::model_path;
+
 fn main() {
-    let path = std::env::var_os("STEMSEP_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/stemsep/models/htdemucs-random.onnx")
-        });
+    let path = model_path();
     let threads = std::env::var("STEMSEP_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -13,7 +13,7 @@
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
 //! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default 1).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,22 +22,14 @@ use stemsep_worker::engine::dsp::stft::Stft;
 use stemsep_worker::engine::model::Model;
 use stemsep_worker::{EngineConfig, SeparateOptions, Separator};
 
+mod support;
+use support::model_path;
+
 /// Multiply-adds ×2 in one 7.8 s segment of full-size htdemucs (issue 3).
 const GFLOP_PER_SEGMENT: f64 = 335.0;
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn model_path() -> PathBuf {
-    std::env::var_os("STEMSEP_BENCH_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/stemsep/models/htdemucs-random.onnx")
-        })
 }
 
 fn config() -> EngineConfig {
