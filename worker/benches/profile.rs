@@ -7,32 +7,14 @@ use std::time::Instant;
 use stemsep_worker::engine::model::Model;
 
 mod support;
-use support::model_path;
+use support::{config, model_path, segment_inputs};
 
 fn main() {
     let path = model_path();
-    let threads = std::env::var("STEMSEP_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = config().threads_per_segment;
     let model = Model::load(&path, threads)
         .unwrap_or_else(|e| panic!("{}: {e} (make bench-engine exports it)", path.display()));
-    let info = model.info().clone();
-    let (c, t) = (info.channels, info.segment_samples);
-    let (bins, frames) = (info.n_fft / 2, t.div_ceil(info.hop_length));
-    // Deterministic noise: timing does not depend on the values, only on the shapes.
-    let noise = |n: usize, seed: u32| -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as f32 / u32::MAX as f32 - 0.5
-            })
-            .collect()
-    };
-    let (mix, spec) = (noise(c * t, 1), noise(2 * c * bins * frames, 2));
+    let (_, mix, spec) = segment_inputs(model.info());
     let started = Instant::now();
     model.run(mix.clone(), spec.clone()).expect("warm-up run");
     let plain = started.elapsed();

@@ -18,28 +18,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stemsep_worker::engine::audio::encode::encode_mp3;
-use stemsep_worker::engine::dsp::stft::Stft;
 use stemsep_worker::engine::model::Model;
 use stemsep_worker::{EngineConfig, SeparateOptions, Separator};
 
 mod support;
-use support::model_path;
+use support::{config, env_or, model_path, segment_inputs, synthetic_song};
 
 /// Multiply-adds ×2 in one 7.8 s segment of full-size htdemucs (issue 3).
 const GFLOP_PER_SEGMENT: f64 = 335.0;
-
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
-fn config() -> EngineConfig {
-    let d = EngineConfig::default();
-    let get = |k: &str, v: usize| env_or(k, &v.to_string()).parse().unwrap_or(v);
-    EngineConfig {
-        threads_per_segment: get("STEMSEP_BENCH_THREADS", d.threads_per_segment),
-        segments_in_flight: get("STEMSEP_BENCH_IN_FLIGHT", d.segments_in_flight),
-    }
-}
 
 /// `VmHWM` (peak resident set) and `VmRSS` of this process, in MiB.
 fn memory_mib() -> (f64, f64) {
@@ -55,43 +41,13 @@ fn memory_mib() -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Deterministic music-like stereo: a bass line, chords, hi-hat-like noise bursts.
-fn synthetic_song(seconds: f64, sr: u32) -> (Vec<f32>, Vec<f32>) {
-    let n = (seconds * sr as f64) as usize;
-    let tau = 2.0 * std::f64::consts::PI;
-    let mut noise = 0x9e37_79b9_7f4a_7c15u64;
-    let (mut l, mut r) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in 0..n {
-        let t = i as f64 / sr as f64;
-        let beat = (t * 2.0).fract();
-        let bass = 0.25 * (tau * [55.0, 65.4, 73.4, 49.0][(t / 2.0) as usize % 4] * t).sin();
-        let chord: f64 = [261.6, 329.6, 392.0]
-            .iter()
-            .map(|f| 0.06 * (tau * f * t).sin())
-            .sum();
-        noise ^= noise << 13;
-        noise ^= noise >> 7;
-        noise ^= noise << 17;
-        let hat = 0.15 * (-beat * 40.0).exp() * ((noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5);
-        l.push((bass + chord + hat) as f32);
-        r.push((bass + 0.8 * chord - hat) as f32);
-    }
-    (l, r)
-}
-
 /// Child: one segment through the core alone, best of `runs` after a warm-up.
 fn child_segment(model: &Path, cfg: EngineConfig) {
     let t0 = Instant::now();
     let m = Model::load(model, cfg.threads_per_segment).expect("model loads");
     let load_s = t0.elapsed().as_secs_f64();
     let info = m.info().clone();
-    let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).unwrap();
-    let (l, r) = synthetic_song(
-        info.segment_samples as f64 / info.sample_rate as f64 + 0.1,
-        info.sample_rate,
-    );
-    let mix: Vec<f32> = [&l[..info.segment_samples], &r[..info.segment_samples]].concat();
-    let spec = stft.forward(&mix, 2);
+    let (stft, mix, spec) = segment_inputs(&info);
     let mut best = f64::INFINITY;
     for _ in 0..2 {
         let t = Instant::now();
