@@ -114,10 +114,7 @@ impl Model {
 
     /// Runs the core on one segment: `mix` planar `[C][T]`, `spec` `[2C][bins][frames]`.
     pub fn run(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
-        let outputs = self
-            .plan
-            .run(self.inputs(mix, spec)?)
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        let outputs = self.plan.run(self.inputs(mix, spec)?).map_err(inference)?;
         self.outputs(outputs)
     }
 
@@ -130,8 +127,7 @@ impl Model {
         spec: Vec<f32>,
     ) -> Result<Vec<(String, std::time::Duration, usize)>, EngineError> {
         let mut times: HashMap<String, (std::time::Duration, usize)> = HashMap::new();
-        let mut state = TypedSimpleState::new(&self.plan)
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+        let mut state = TypedSimpleState::new(&self.plan).map_err(inference)?;
         let outputs = state
             .run_plan_with_eval(self.inputs(mix, spec)?, |ctx, op_state, node, inputs| {
                 let started = std::time::Instant::now();
@@ -141,17 +137,21 @@ impl Model {
                 entry.1 += 1;
                 result
             })
-            .map_err(|e| EngineError::Inference(format!("{e:#}")))?;
+            .map_err(inference)?;
         self.outputs(outputs)?;
         let mut table: Vec<_> = times.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
         table.sort_by_key(|row| std::cmp::Reverse(row.1));
         Ok(table)
     }
 
-    fn inputs(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<TVec<TValue>, EngineError> {
+    /// `(channels, segment samples, bins, frames)`: the shapes of one segment's tensors.
+    fn geometry(&self) -> (usize, usize, usize, usize) {
         let (c, t) = (self.info.channels, self.info.segment_samples);
-        let bins = self.info.n_fft / 2;
-        let frames = t.div_ceil(self.info.hop_length);
+        (c, t, self.info.n_fft / 2, t.div_ceil(self.info.hop_length))
+    }
+
+    fn inputs(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<TVec<TValue>, EngineError> {
+        let (c, t, bins, frames) = self.geometry();
         let mix = tract_ndarray::Array3::from_shape_vec((1, c, t), mix)
             .map_err(|e| EngineError::Inference(e.to_string()))?
             .into_tensor();
@@ -166,9 +166,7 @@ impl Model {
     }
 
     fn outputs(&self, outputs: TVec<TValue>) -> Result<CoreOutput, EngineError> {
-        let (c, t) = (self.info.channels, self.info.segment_samples);
-        let bins = self.info.n_fft / 2;
-        let frames = t.div_ceil(self.info.hop_length);
+        let (c, t, bins, frames) = self.geometry();
         let s = self.info.sources.len();
         let take = |outputs: &TVec<TValue>, i: usize, shape: &[usize]| {
             let v = outputs[i].clone();
@@ -184,6 +182,11 @@ impl Model {
         let time = take(&outputs, self.time_output, &[1, s, c, t])?;
         Ok(CoreOutput { freq, time })
     }
+}
+
+/// A failure inside tract while running the plan.
+fn inference(e: TractError) -> EngineError {
+    EngineError::Inference(format!("{e:#}"))
 }
 
 /// Reads the `stemsep.*` facts from the ONNX properties, or else from `<path>.json`.
