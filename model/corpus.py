@@ -183,11 +183,13 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def read_wav(path: Path) -> np.ndarray:
-    """Reads what write_wav writes: float32 [channels, frames]."""
-    raw = path.read_bytes()
-    channels = struct.unpack_from("<H", raw, 22)[0]
-    size = struct.unpack_from("<I", raw, 40)[0]
-    return np.frombuffer(raw, dtype="<f4", count=size // 4, offset=44).reshape(-1, channels).T
+    """What write_wav wrote, mapped rather than read (training samples excerpts from GBs of stems):
+    float32 [frames, channels]."""
+    with open(path, "rb") as f:
+        header = f.read(44)
+    channels = struct.unpack_from("<H", header, 22)[0]
+    size = struct.unpack_from("<I", header, 40)[0]
+    return np.memmap(path, dtype="<f4", mode="r", offset=44, shape=(size // 4 // channels, channels))
 
 
 def render_song(song: str, out: Path, start: float, seconds: float | None) -> dict:

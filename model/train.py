@@ -37,22 +37,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from corpus import STEMS  # noqa: E402
+from corpus import STEMS, read_wav  # noqa: E402
 from export import HTDEMUCS_KWARGS, SOURCES  # noqa: E402
 
 from demucs.htdemucs import HTDemucs  # noqa: E402
 
 assert STEMS == SOURCES
 DEMO_KWARGS = dict(HTDEMUCS_KWARGS, channels=8, bottom_channels=0, t_layers=2, t_heads=4, segment=1)
-
-
-def load_wav(path: Path) -> np.ndarray:
-    """A corpus WAV (corpus.write_wav: 44-byte header, float32 interleaved) mapped, not read: [frames, ch]."""
-    with open(path, "rb") as f:
-        header = f.read(44)
-    channels = int.from_bytes(header[22:24], "little")
-    size = int.from_bytes(header[40:44], "little")
-    return np.memmap(path, dtype="<f4", mode="r", offset=44, shape=(size // 4 // channels, channels))
 
 
 class Corpus:
@@ -62,7 +53,7 @@ class Corpus:
         self.length = length
         self.songs = []
         for song_dir in sorted((root / "train").iterdir()):
-            stems = [load_wav(song_dir / f"{s}.wav") for s in STEMS]
+            stems = [read_wav(song_dir / f"{s}.wav") for s in STEMS]
             if stems[0].shape[0] > length:
                 self.songs.append((song_dir.name, stems))
         if not self.songs:
@@ -103,7 +94,7 @@ def learning_rate(step: int, args) -> float:
 
 def save(path: Path, model, opt, step: int, losses: list[float]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"kwargs": {k: v for k, v in DEMO_KWARGS.items()}, "sources": SOURCES,
+    torch.save({"kwargs": dict(DEMO_KWARGS), "sources": SOURCES,
                 "state": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "losses": losses, "torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, path)  # a run killed mid-save keeps the previous checkpoint
