@@ -157,6 +157,15 @@ impl TestApp {
         self.client.delete(self.url(path)).send().await.unwrap()
     }
 
+    /// `GET /apiv1/status/<hash>` as JSON.
+    pub async fn status(&self, hash: &str) -> Value {
+        self.get(&format!("/apiv1/status/{hash}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Submits `mp3` and returns its hash.
     pub async fn submit(&self, mp3: &[u8]) -> String {
         let resp = self.post_like_lab_client(mp3).await;

@@ -96,12 +96,7 @@ async fn a_failed_job_is_retried_on_resubmission() {
     let claim = app.claim_next().await;
     app.queue.fail(&claim, "model exploded").await.unwrap();
 
-    let status: Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(status["state"], "failed");
     assert_eq!(status["error"], "model exploded");
 
@@ -113,12 +108,7 @@ async fn a_failed_job_is_retried_on_resubmission() {
             .contains("failed; re-enqueued"),
         "{again}"
     );
-    let status: Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(status["state"], "queued");
     assert_eq!(status["attempts"], 0);
 }
@@ -127,12 +117,7 @@ async fn a_failed_job_is_retried_on_resubmission() {
 async fn status_reports_progress_and_tracks() {
     let app = spawn_app().await;
     let hash = app.submit(&song(4)).await;
-    let status: Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(
         status,
         json!({"hash": hash, "state": "queued", "progress": 0, "attempts": 0, "tracks": [],
@@ -142,21 +127,11 @@ async fn status_reports_progress_and_tracks() {
         .set_progress(&hash.parse().unwrap(), 37)
         .await
         .unwrap();
-    let status: Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(status["progress"], 37);
 
     app.finish_next_job().await;
-    let status: Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(status["state"], "done");
     assert_eq!(status["progress"], 100);
     assert_eq!(status["tracks"], json!(Track::ALL.map(|t| t.name())));

@@ -168,12 +168,7 @@ async fn removal_by_get_and_delete() {
     )
     .await;
 
-    let status: serde_json::Value = app
-        .get(&format!("/apiv1/status/{hash}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.status(&hash).await;
     assert_eq!(status["tracks"], serde_json::json!(["drums", "other"]));
 }
 
