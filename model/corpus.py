@@ -7,8 +7,9 @@ and the FluidR3 General MIDI soundfont (`fluid-soundfont-gm`). Each song's notes
   drums   MIDI channel 10 (0-based channel 9), whatever its program
   bass    programs 32-39 (the GM bass family), by the channel's program when the note starts
   vocals  the song's lead melodic part: the non-drum, non-bass channel that most often holds the highest
-          sounding note among tonal programs (GM 1-112; sampled every 1/16 beat); the choice per song is
-          printed and kept in manifest.json
+          sounding note among tonal programs (GM 1-112; sampled every 1/16 beat), preferring channels whose
+          instrument no other channel plays (see lead_channel); the choice per song is printed and kept
+          in manifest.json
   other   every other note
 
 Every stem is rendered from the same merged MIDI stream with only the other stems' notes removed, so
@@ -100,10 +101,22 @@ def base_stem(channel: int, program: int) -> str | None:
 
 
 def lead_channel(spans, ticks_per_beat: int) -> int | None:
-    """The melodic channel that holds the highest sounding note most often (ties: lower channel)."""
+    """The melodic channel that holds the highest sounding note most often (ties: lower channel), among
+    the channels whose instruments no other channel plays, if any.
+
+    Real vocals differ from the accompaniment in timbre. A lead played on the same instrument as a part
+    left in "other" (a piano melody over piano chords) would make the stem a matter of pitch order, which
+    no timbre tells apart, so such channels are passed over when another candidate exists."""
     melodic = [s for s in spans if base_stem(s[2], s[4]) is None and s[4] in LEAD_PROGRAMS and s[1] > s[0]]
     if not melodic:
         return None
+    programs: dict[int, set[int]] = {}
+    for s in spans:
+        if base_stem(s[2], s[4]) is None:
+            programs.setdefault(s[2], set()).add(s[4])
+    distinct = [s for s in melodic
+                if not any(programs[s[2]] & p for c, p in programs.items() if c != s[2])]
+    melodic = distinct or melodic
     step = max(1, ticks_per_beat // 16)
     end = max(s[1] for s in melodic)
     top_pitch = np.full(end // step + 1, -1)
