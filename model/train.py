@@ -43,21 +43,21 @@ from export import HTDEMUCS_KWARGS, SOURCES  # noqa: E402
 from demucs.htdemucs import HTDemucs  # noqa: E402
 
 assert STEMS == SOURCES
-DEMO_KWARGS = dict(HTDEMUCS_KWARGS, channels=8, bottom_channels=0, t_layers=2, t_heads=4, segment=1)
+DEMO_KWARGS = dict(HTDEMUCS_KWARGS, channels=16, bottom_channels=0, t_layers=2, t_heads=4, segment=1)
 
 
 class Corpus:
-    """The training songs' stems, sampled as random excerpts."""
+    """One split's songs' stems, sampled as random excerpts."""
 
-    def __init__(self, root: Path, length: int):
+    def __init__(self, root: Path, length: int, split: str = "train"):
         self.length = length
         self.songs = []
-        for song_dir in sorted((root / "train").iterdir()):
+        for song_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             stems = [read_wav(song_dir / f"{s}.wav") for s in STEMS]
             if stems[0].shape[0] > length:
                 self.songs.append((song_dir.name, stems))
         if not self.songs:
-            sys.exit(f"no training songs under {root / 'train'}: run model/corpus.py first")
+            sys.exit(f"no songs under {root / split}: run model/corpus.py first")
         frames = np.array([s[1][0].shape[0] - length for s in self.songs], dtype=np.float64)
         self.weights = frames / frames.sum()  # every excerpt start equally likely
 
@@ -85,6 +85,20 @@ def augment(stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return stems[perm, torch.arange(sources)[None, :]]
 
 
+def source_sdr(estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
+    """The MDX SDR of each source, [sources], with the energies pooled over the batch as they are over a
+    song, so an excerpt where a source is silent does not make the ratio explode."""
+    dims = (0, 2, 3)
+    eps = 1e-8
+    return 10 * torch.log10((stems.pow(2).sum(dims) + eps) / ((stems - estimate).pow(2).sum(dims) + eps))
+
+
+def sdr_loss(estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
+    """Minus the SDR averaged over sources. Unlike a waveform L1 or MSE, every source weighs the same
+    whatever its loudness, as in the average `make eval` reports (see the module docstring for why)."""
+    return -source_sdr(estimate, stems).mean()
+
+
 def learning_rate(step: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -92,9 +106,9 @@ def learning_rate(step: int, args) -> float:
     return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def save(path: Path, model, opt, step: int, losses: list[float]) -> None:
+def save(path: Path, model, kwargs: dict, opt, step: int, losses: list[float]) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"kwargs": dict(DEMO_KWARGS), "sources": SOURCES,
+    torch.save({"kwargs": kwargs, "sources": SOURCES,
                 "state": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "losses": losses, "torch_rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, path)  # a run killed mid-save keeps the previous checkpoint
@@ -109,22 +123,27 @@ def main() -> None:
     ap.add_argument("--stop-after", type=int,
                     help="end the run (checkpointed) after this many steps; the schedule still spans --steps")
     ap.add_argument("--batch", type=int, default=8, help="excerpts per step")
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     ap.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     ap.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     ap.add_argument("--init", type=Path,
                     help="start from this checkpoint's weights (fresh optimizer and schedule), e.g. to "
                          "continue a run with another segment length or learning rate")
-    ap.add_argument("--loss", choices=["l1", "mse"], default="l1",
+    ap.add_argument("--loss", choices=["l1", "mse", "sdr"], default="sdr",
                     help="waveform loss (demucs' solver offers both; see the docstring for when mse helps)")
     ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clip (guards against spikes)")
+    ap.add_argument("--monitor", type=int, default=0,
+                    help="every this many steps, print the SDR on 32 fixed held-out excerpts (0: never)")
+    ap.add_argument("--channels", type=int, default=DEMO_KWARGS["channels"],
+                    help="width of the first layer (doubles at each of the 4 levels)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = HTDemucs(sources=SOURCES, **DEMO_KWARGS)
+    kwargs = dict(DEMO_KWARGS, channels=args.channels)
+    model = HTDemucs(sources=SOURCES, **kwargs)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     args.workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.workdir / "checkpoint.pt"
@@ -144,6 +163,9 @@ def main() -> None:
     print(f"{len(corpus.songs)} training songs, {params:,} parameters, "
           f"{args.batch} x {float(model.segment)} s per step", flush=True)
 
+    if args.monitor:
+        # A fixed set of held-out excerpts, only watched (never used to pick a checkpoint or tune the run).
+        monitor = Corpus(args.corpus, corpus.length, "test").excerpts(np.random.default_rng(1234), 32)
     model.train()
     started = time.time()
     last = min(args.steps, args.stop_after or args.steps)
@@ -154,7 +176,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
         estimate = model(mix)
-        loss = (F.l1_loss if args.loss == "l1" else F.mse_loss)(estimate, stems)
+        loss = {"l1": F.l1_loss, "mse": F.mse_loss, "sdr": sdr_loss}[args.loss](estimate, stems)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
@@ -166,8 +188,15 @@ def main() -> None:
             started = time.time()
             print(f"step {step}/{args.steps} loss {np.mean(losses[-50:]):.5f} lr {learning_rate(step, args):.2e} "
                   f"{rate:.2f} s/step", flush=True)
+        if args.monitor and (step % args.monitor == 0 or step == last):
+            model.eval()
+            with torch.no_grad():
+                sdrs = source_sdr(model(monitor.sum(1)), monitor).tolist()
+            model.train()
+            print(f"step {step} monitor SDR " + " ".join(f"{s} {v:.2f}" for s, v in zip(SOURCES, sdrs))
+                  + f" avg {np.mean(sdrs):.2f}", flush=True)
         if step % args.checkpoint_every == 0 or step == last:
-            save(ckpt_path, model, opt, step, losses)
+            save(ckpt_path, model, kwargs, opt, step, losses)
 
     if args.output:
         export = Path(__file__).resolve().parent / "export.py"
