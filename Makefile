@@ -24,14 +24,14 @@ build:
 	cargo build --workspace --bins
 
 ## test: install what the tests need, then lint and run every test.
-test: system-deps py-deps lint unit deploy-check
+test: system-deps py-deps corpus-excerpt lint unit deploy-check
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # The worker's end-to-end tests start the stemsep-rest binary: build every binary first.
-unit:
+unit: corpus-excerpt
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 
@@ -64,6 +64,17 @@ eval: corpus-deps py-deps $(CORPUS)/test/.rendered
 
 $(CORPUS)/test/.rendered: model/corpus.py
 	$(PY) model/corpus.py -o "$(CORPUS)" --split test
+	touch "$@"
+
+## corpus-excerpt: 20 s of a held-out song, for the demo-model test (worker/tests/demo_model.rs).
+EXCERPT ?= $(HOME)/.cache/stemsep/corpus-excerpt
+export STEMSEP_CORPUS_EXCERPT ?= $(EXCERPT)
+.PHONY: corpus-excerpt
+corpus-excerpt: corpus-deps py-deps $(EXCERPT)/.rendered
+
+$(EXCERPT)/.rendered: model/corpus.py Makefile
+	rm -rf "$(EXCERPT)"
+	$(PY) model/corpus.py -o "$(EXCERPT)" --songs the_fast_route --start 110 --seconds 20
 	touch "$@"
 
 ## corpus: every song (train and test), for model/train.py.
