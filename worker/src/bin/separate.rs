@@ -3,8 +3,10 @@
 //! ```text
 //! separate song.mp3 -o out/ [--model htdemucs.onnx] [--bitrate 320] [--max-minutes 20]
 //! ```
-//! writes `out/vocals.mp3`, `out/drums.mp3`, `out/bass.mp3`, `out/other.mp3`. The model defaults
-//! to `$STEMSEP_MODEL_PATH` (`model/tiny/tiny.onnx` is only a test model: its stems are noise).
+//! writes `out/vocals.mp3`, `out/drums.mp3`, `out/bass.mp3`, `out/other.mp3`. The model is
+//! `--model`, else `$STEMSEP_MODEL_PATH`, else the checkout's demo model
+//! (`model/default/htdemucs.onnx`, trained on synthetic renders: for real music export the
+//! pretrained htdemucs as README.md's "Models" shows).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +17,12 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use stemsep_worker::{SeparateOptions, Separator};
 
+/// The demo model in the checkout this binary was built from (model/README.md, section 7).
+const DEMO_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../model/default/htdemucs.onnx"
+);
+
 /// Separate a song (MP3, WAV or FLAC) into vocals, drums, bass and other MP3 stems.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -24,9 +32,10 @@ struct Args {
     /// Directory for vocals.mp3, drums.mp3, bass.mp3 and other.mp3 (created if missing).
     #[arg(short, long)]
     output: PathBuf,
-    /// The split HT-Demucs ONNX export (see model/README.md).
+    /// The split HT-Demucs ONNX export (see model/README.md) [default: the checkout's demo model,
+    /// model/default/htdemucs.onnx].
     #[arg(long, env = "STEMSEP_MODEL_PATH")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// MP3 bitrate of the stems, in kbit/s.
     #[arg(long, default_value_t = 320)]
     bitrate: u32,
@@ -53,7 +62,16 @@ fn run(args: Args) -> anyhow::Result<()> {
     let input =
         std::fs::read(&args.song).with_context(|| format!("reading {}", args.song.display()))?;
     let started = Instant::now();
-    let separator = Separator::load(&args.model)?;
+    let model = args.model.unwrap_or_else(|| {
+        let demo = PathBuf::from(DEMO_MODEL);
+        eprintln!(
+            "no --model or STEMSEP_MODEL_PATH: using the demo model {}, trained on synthetic \
+             renders (README.md, Models: how to export the pretrained htdemucs)",
+            demo.display()
+        );
+        demo
+    });
+    let separator = Separator::load(&model)?;
     let info = separator.info();
     eprintln!(
         "model {} ({} sources, {:.1} s segments) loaded in {:.1} s",
