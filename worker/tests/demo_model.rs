@@ -1,13 +1,14 @@
-//! The shipped demo model (model/default/htdemucs.onnx, trained by model/train.py) separates: on 20 s
-//! of a held-out corpus song it never saw in training, every stem's SDR beats both trivial estimates,
-//! the mixture itself and silence (0 dB), by a margin. The excerpt (the_fast_route, 110-130 s) is
-//! the 20 s window of the held-out songs where the quietest stem is loudest, chosen from the
-//! ground truth alone, so every stem is there to be separated. A model that puts the whole mix into one stem
-//! and nothing in the others fails. The random-weight tiny model, run through the same check, must
-//! fail it too, so the check itself can tell separation from noise.
+//! The shipped demo model (model/default/htdemucs.onnx, trained by model/train.py) separates: on
+//! 20 s of a held-out corpus song it never saw in training, every stem's SDR beats the mixture used
+//! as the estimate by a margin and beats silence (0 dB), and the stems' average beats silence by a
+//! margin. A model that puts the whole mix into one stem and nothing in the others fails. The
+//! random-weight tiny model, run through the same check, must fail it too, so the check itself can
+//! tell separation from noise.
 //!
-//! The excerpt is rendered by `make corpus-excerpt` (part of `make test`) into
-//! `$STEMSEP_CORPUS_EXCERPT`.
+//! `make corpus-excerpt` (part of `make test`) renders the excerpt into `$STEMSEP_CORPUS_EXCERPT`
+//! and is the one place that names it: the_fast_route, 110-130 s, the 20 s window of the held-out
+//! songs where the quietest stem is loudest, chosen from the ground truth alone, so every stem is
+//! there to be separated.
 
 use std::path::{Path, PathBuf};
 
@@ -20,21 +21,27 @@ const MIXTURE_MARGIN_DB: f64 = 3.0;
 /// must beat it too). A near-silent output scores ~0 dB and beats the mixture line on quiet stems,
 /// so the mixture alone does not catch it.
 const SILENCE_MARGIN_DB: f64 = 1.0;
-const SONG: &str = "the_fast_route";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The one held-out song `make corpus-excerpt` rendered.
 fn excerpt(sources: &[String]) -> CorpusSong {
     let root = std::env::var_os("STEMSEP_CORPUS_EXCERPT").expect(
         "STEMSEP_CORPUS_EXCERPT is not set: `make corpus-excerpt` renders the held-out excerpt \
          (model/corpus.py) and `make test` sets it",
     );
-    let dir = PathBuf::from(root).join("test").join(SONG);
-    CorpusSong::read(&dir, sources).unwrap_or_else(|e| {
-        panic!("{}: {e} (run `make corpus-excerpt`)", dir.display());
-    })
+    let split = PathBuf::from(root).join("test");
+    let dirs = CorpusSong::dirs(&split)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make corpus-excerpt`)", split.display()));
+    let [dir] = &dirs[..] else {
+        panic!(
+            "{}: expected the one song `make corpus-excerpt` renders, found {dirs:?}",
+            split.display()
+        );
+    };
+    CorpusSong::read(dir, sources).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 /// Per stem: (name, model SDR, mixture SDR).
