@@ -136,7 +136,8 @@ def main() -> None:
                     help="start from this checkpoint's weights (fresh optimizer and schedule), e.g. to "
                          "continue a run with another segment length or learning rate")
     ap.add_argument("--loss", choices=["l1", "mse", "sdr"], default="sdr",
-                    help="waveform loss (demucs' solver offers both; see the docstring for when mse helps)")
+                    help="sdr: minus the per-source SDR (default); l1, mse: demucs' waveform losses "
+                         "(see the docstring for why the default departs from them)")
     ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clip (guards against spikes)")
     ap.add_argument("--monitor", type=int, default=0,
                     help="every this many steps, print the SDR on 32 fixed held-out excerpts (0: never)")

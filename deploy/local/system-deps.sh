@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the service and its tests run against, if missing.
-# With the argument `corpus`: also what model/corpus.py renders with (make eval, make corpus).
+# With the argument `corpus`: also what model/corpus.py renders with (make test's held-out excerpt,
+# make eval, make corpus).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
