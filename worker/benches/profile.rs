@@ -1,13 +1,16 @@
 //! Where one segment's time goes inside tract: every node of the optimised plan timed, summed by
-//! operator kind (`make bench-profile`). The model is `$STEMSEP_BENCH_MODEL` (default: the
-//! full-size random-init htdemucs export `make bench` makes); threads `$STEMSEP_BENCH_THREADS`.
+//! operator kind (`make bench-profile`), then the slowest nodes with what tract says about them
+//! (shapes, kernel). The model is `$STEMSEP_BENCH_MODEL` (default: the full-size random-init
+//! htdemucs export `make bench` makes); threads `$STEMSEP_BENCH_THREADS`; slowest nodes listed
+//! `$STEMSEP_PROFILE_NODES` (default 25).
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use stemsep_worker::engine::model::Model;
 
 mod support;
-use support::{config, model_path, segment_inputs};
+use support::{config, env_or, model_path, segment_inputs};
 
 fn main() {
     let path = model_path();
@@ -19,9 +22,9 @@ fn main() {
     model.run(mix.clone(), spec.clone()).expect("warm-up run");
     let plain = started.elapsed();
     let started = Instant::now();
-    let table = model.profile(mix, spec).expect("profiled run");
+    let mut nodes = model.profile(mix, spec).expect("profiled run");
     let profiled = started.elapsed();
-    let total: f64 = table.iter().map(|(_, d, _)| d.as_secs_f64()).sum();
+    let total: f64 = nodes.iter().map(|n| n.time.as_secs_f64()).sum();
     println!(
         "{} ({} threads): segment {:.2} s plain, {:.2} s profiled, {:.2} s inside nodes",
         path.display(),
@@ -30,16 +33,37 @@ fn main() {
         profiled.as_secs_f64(),
         total
     );
+
+    let mut by_op: HashMap<&str, (Duration, usize)> = HashMap::new();
+    for n in &nodes {
+        let entry = by_op.entry(&n.op).or_default();
+        entry.0 += n.time;
+        entry.1 += 1;
+    }
+    let mut by_op: Vec<_> = by_op.into_iter().collect();
+    by_op.sort_by_key(|(_, (d, _))| std::cmp::Reverse(*d));
     println!("{:<28} {:>9} {:>6} {:>6}", "operator", "ms", "%", "nodes");
-    for (op, d, n) in &table {
+    for (op, (d, n)) in &by_op {
         let s = d.as_secs_f64();
-        if s / total < 0.002 {
-            continue;
+        if s / total >= 0.002 {
+            println!(
+                "{op:<28} {:>9.1} {:>6.1} {n:>6}",
+                s * 1e3,
+                100.0 * s / total
+            );
         }
+    }
+
+    let top: usize = env_or("STEMSEP_PROFILE_NODES", "25").parse().unwrap_or(25);
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.time));
+    println!("\nslowest {top} nodes:");
+    for n in nodes.iter().take(top) {
         println!(
-            "{op:<28} {:>9.1} {:>6.1} {n:>6}",
-            s * 1e3,
-            100.0 * s / total
+            "{:>8.1} ms  {:<20} {}  | {}",
+            n.time.as_secs_f64() * 1e3,
+            n.op,
+            n.node,
+            n.info
         );
     }
 }

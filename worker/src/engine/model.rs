@@ -118,30 +118,26 @@ impl Model {
         self.outputs(outputs)
     }
 
-    /// Runs one segment like [`Model::run`], timing every node of the optimised plan: for each
-    /// operator kind, its total time and node count, longest first. For `make bench-profile`;
-    /// the timing wrapper adds a few µs per node.
-    pub fn profile(
-        &self,
-        mix: Vec<f32>,
-        spec: Vec<f32>,
-    ) -> Result<Vec<(String, std::time::Duration, usize)>, EngineError> {
-        let mut times: HashMap<String, (std::time::Duration, usize)> = HashMap::new();
+    /// Runs one segment like [`Model::run`], timing every node of the optimised plan. For
+    /// `make bench-profile`; the timing wrapper adds a few µs per node.
+    pub fn profile(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<Vec<NodeTime>, EngineError> {
+        let mut times = Vec::new();
         let mut state = TypedSimpleState::new(&self.plan).map_err(inference)?;
         let outputs = state
             .run_plan_with_eval(self.inputs(mix, spec)?, |ctx, op_state, node, inputs| {
                 let started = std::time::Instant::now();
                 let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                let entry = times.entry(node.op().name().to_string()).or_default();
-                entry.0 += started.elapsed();
-                entry.1 += 1;
+                times.push(NodeTime {
+                    node: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    info: node.op().info().unwrap_or_default().join("; "),
+                    time: started.elapsed(),
+                });
                 result
             })
             .map_err(inference)?;
         self.outputs(outputs)?;
-        let mut table: Vec<_> = times.into_iter().map(|(k, (t, n))| (k, t, n)).collect();
-        table.sort_by_key(|row| std::cmp::Reverse(row.1));
-        Ok(table)
+        Ok(times)
     }
 
     /// `(channels, segment samples, bins, frames)`: the shapes of one segment's tensors.
@@ -182,6 +178,18 @@ impl Model {
         let time = take(&outputs, self.time_output, &[1, s, c, t])?;
         Ok(CoreOutput { freq, time })
     }
+}
+
+/// One node's share of a profiled segment.
+pub struct NodeTime {
+    /// The node's name in the optimised plan (derived from the ONNX node names).
+    pub node: String,
+    /// The tract operator kind, e.g. `OptMatMul`.
+    pub op: String,
+    /// What tract says about the node: shapes, the kernel picked.
+    pub info: String,
+    /// Wall time of the node's evaluation.
+    pub time: std::time::Duration,
 }
 
 /// A failure inside tract while running the plan.
