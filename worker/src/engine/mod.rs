@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod dsp;
+pub mod memory;
 pub mod model;
 pub mod separate;
 

@@ -44,6 +44,7 @@ impl Model {
             path: path.display().to_string(),
             reason,
         };
+        super::memory::keep_freed_memory();
         let mut model = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| err(format!("cannot load ONNX: {e:#}")))?;
