@@ -35,20 +35,24 @@ unit: corpus-excerpt
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 
-## bench: engine figures on a full-size random-init htdemucs export (made once with model/export.py,
-## which needs torch: pip install -r model/requirements.txt), then the load run on the tiny model.
-BENCH_MODEL ?= $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
+## bench: engine figures on a full-size random-init htdemucs export (made with model/export.py, which
+## needs torch: pip install -r model/requirements.txt, and made again when export.py changes the graph),
+## then the load run on the tiny model. BENCH_MODEL=<file> benches another export as it is.
+RANDOM_MODEL := $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
+BENCH_MODEL ?= $(RANDOM_MODEL)
 BENCH_PYTHON ?= python3
 bench: bench-engine bench-profile bench-load
 
-bench-engine:
-	test -f "$(BENCH_MODEL)" || "$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$(BENCH_MODEL)"
+$(RANDOM_MODEL): model/export.py
+	"$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$@"
+
+bench-engine: $(BENCH_MODEL)
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
 	  cargo bench -p stemsep-worker --bench separate
 
 ## bench-profile: one segment of BENCH_MODEL with every tract node timed, summed per operator.
 .PHONY: bench-profile
-bench-profile:
+bench-profile: $(BENCH_MODEL)
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" cargo bench -p stemsep-worker --bench profile
 
 system-deps:
