@@ -545,6 +545,8 @@ def main() -> None:
     ap.add_argument("--golden-length", type=int, default=100_000, help="golden clip length, samples")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    ap.add_argument("--demucs-layout", action="store_true",
+                    help="keep demucs' layout for the frequency DConvs (no RowDConv; onnxruntime runs it faster)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
@@ -555,7 +557,7 @@ def main() -> None:
     core = Core(model).eval()
     # Off by default: the short-run GroupNorms cost tract ~25 % more time per segment (htdemucs, measured
     # 13.8 s vs 11.0 s single-threaded) for 3e-5 -> 1e-6 relative error in already inaudible places.
-    rewritten = with_row_dconvs(model)
+    rewritten = model if args.demucs_layout else with_row_dconvs(model)
     exported = Core(with_stable_norms(rewritten) if args.stable_norms else rewritten).eval()
     mix, spec = example_inputs(model, args.seed)
     print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
