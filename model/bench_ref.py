@@ -15,6 +15,7 @@ export) or, for a pretrained name, downloaded by demucs (needs internet). Either
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -57,11 +58,16 @@ def bench_onnxruntime(path: Path, meta: dict[str, str], threads: int, runs: int)
 
 
 def rebuild(meta: dict[str, str]):
-    """The PyTorch model behind an export: rebuilt from its seed, or downloaded by name (needs internet)."""
+    """The export module and the PyTorch model behind an export (built once for both engines' benches)."""
+    return _rebuild(meta.get("stemsep.version", ""), meta["stemsep.name"])
+
+
+@functools.cache
+def _rebuild(version: str, name: str):
+    """Rebuilt from the seed in `version`, or downloaded by `name` (needs internet)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import export  # noqa: E402  (needs torch + demucs, imported only here)
 
-    version = meta.get("stemsep.version", "")
     found = re.search(r":(random-init|tiny)-seed-(\d+)$", version)
     args = argparse.Namespace(model=None, random_init=False, tiny=False, checkpoint=None, seed=0)
     if found:
@@ -69,7 +75,7 @@ def rebuild(meta: dict[str, str]):
         args.random_init = not args.tiny
         args.seed = int(found.group(2))
     else:
-        args.model = meta["stemsep.name"]
+        args.model = name
     return export, export.build_model(args)[0]
 
 

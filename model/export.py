@@ -546,7 +546,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     ap.add_argument("--demucs-layout", action="store_true",
-                    help="keep demucs' layout for the frequency DConvs (no RowDConv; onnxruntime runs it faster)")
+                    help="keep demucs' layout for the frequency DConvs (no RowDConv; tract runs it slower)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
