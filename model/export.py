@@ -262,6 +262,56 @@ def with_row_dconvs(model: HTDemucs) -> HTDemucs:
     return model
 
 
+class BlockedAttention(nn.Module):
+    """nn.MultiheadAttention as demucs' transformers call it (batch first, batch 1, no mask, eval), with
+    the queries taken in blocks of `block` rows.
+
+    Unblocked, each of htdemucs' frequency self-attentions writes an 8 x 2688 x 2688 score tensor (231 MB);
+    the softmax reads and writes it, and tract copies it once more to pack it for the product with V: four
+    passes over memory far larger than the cache. In blocks, one block's scores stay in the last-level
+    cache between those passes. The ten attentions of a segment took 1.37 s in tract, 1.13 s in blocks of
+    192 (`make bench-profile`, 2 threads; 336 rows: 1.16-1.19 s, 96 rows: 1.54-1.62 s, each node's
+    overhead then dominating). Same sums; the 1/sqrt(head dim) scaling is folded into the query
+    projection's weight and bias.
+    """
+
+    def __init__(self, mha: nn.MultiheadAttention, block: int):
+        super().__init__()
+        self.heads, self.block = mha.num_heads, block
+        dim = mha.embed_dim
+        scale = torch.ones(3 * dim, 1)
+        scale[:dim] = (dim // self.heads) ** -0.5
+        self.in_weight = nn.Parameter(mha.in_proj_weight.detach() * scale)
+        self.in_bias = nn.Parameter(mha.in_proj_bias.detach() * scale[:, 0])
+        self.out_proj = copy.deepcopy(mha.out_proj)
+
+    def forward(self, query, key, value, attn_mask=None, key_padding_mask=None, **_):
+        assert attn_mask is None and key_padding_mask is None and key is value
+        (b, t, dim), (s, h) = query.shape, (key.shape[1], self.heads)
+        assert b == 1, "exported with batch 1"
+        if query is key:  # self-attention: one projection for q, k and v
+            q, k, v = F.linear(query, self.in_weight, self.in_bias).chunk(3, dim=-1)
+        else:
+            q = F.linear(query, self.in_weight[:dim], self.in_bias[:dim])
+            k, v = F.linear(key, self.in_weight[dim:], self.in_bias[dim:]).chunk(2, dim=-1)
+        q = q.reshape(t, h, dim // h).transpose(0, 1)  # [h, t, d]
+        kt = k.reshape(s, h, dim // h).permute(1, 2, 0)  # [h, d, s]
+        v = v.reshape(s, h, dim // h).transpose(0, 1)  # [h, s, d]
+        out = torch.cat([torch.softmax(torch.matmul(q[:, i:i + self.block], kt), dim=-1).matmul(v)
+                         for i in range(0, t, self.block)], dim=1)
+        return self.out_proj(out.transpose(0, 1).reshape(1, t, dim)), None
+
+
+def with_blocked_attention(model: nn.Module, block: int) -> nn.Module:
+    """`model` with every transformer attention a BlockedAttention (same parameters, same values)."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.MultiheadAttention and child.batch_first and child._qkv_same_embed_dim \
+                    and child.in_proj_bias is not None and child.bias_k is None:
+                setattr(parent, name, BlockedAttention(child, block))
+    return model
+
+
 class Core(nn.Module):
     """HTDemucs.forward (htdemucs.py:527-661) minus `_spec`, `_mask`/`_ispec` and the final sum.
 
@@ -546,7 +596,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     ap.add_argument("--demucs-layout", action="store_true",
-                    help="keep demucs' layout for the frequency DConvs (no RowDConv; tract runs it slower)")
+                    help="keep demucs' layout: no RowDConv, no BlockedAttention (tract runs it slower)")
+    ap.add_argument("--attn-block", type=int, default=192,
+                    help="query rows per attention block (RowDConv layout only)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
@@ -557,7 +609,7 @@ def main() -> None:
     core = Core(model).eval()
     # Off by default: the short-run GroupNorms cost tract ~25 % more time per segment (htdemucs, measured
     # 13.8 s vs 11.0 s single-threaded) for 3e-5 -> 1e-6 relative error in already inaudible places.
-    rewritten = model if args.demucs_layout else with_row_dconvs(model)
+    rewritten = model if args.demucs_layout else with_blocked_attention(with_row_dconvs(model), args.attn_block)
     exported = Core(with_stable_norms(rewritten) if args.stable_norms else rewritten).eval()
     mix, spec = example_inputs(model, args.seed)
     print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
