@@ -78,12 +78,13 @@ corpus-excerpt: corpus-deps py-deps $(EXCERPT)/.rendered
 
 $(EXCERPT)/.rendered: model/corpus.py Makefile
 	rm -rf "$(EXCERPT)"
-	$(PY) model/corpus.py -o "$(EXCERPT)" --songs the_fast_route --start 110 --seconds 20
+	$(PY) model/corpus.py -o "$(EXCERPT)" --sources openmsx --songs the_fast_route --start 110 --seconds 20
 	touch "$@"
 
 ## corpus: every song (train and test), for model/train.py.
 .PHONY: corpus corpus-deps
-corpus: corpus-deps py-deps
+corpus: py-deps
+	@deploy/local/system-deps.sh corpus-train
 	$(PY) model/corpus.py -o "$(CORPUS)"
 	touch "$(CORPUS)/test/.rendered"
 

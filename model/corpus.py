@@ -2,7 +2,11 @@
 """Render the stemsep ground-truth corpus: General MIDI songs → four stems and their exact sum.
 
 Source songs are the General MIDI files of Debian's `openttd-openmsx` (GPL-2), rendered with `fluidsynth`
-and the FluidR3 General MIDI soundfont (`fluid-soundfont-gm`). Each song's notes are routed to one stem:
+and the FluidR3 General MIDI soundfont (`fluid-soundfont-gm`). For training only, two more Debian packages
+add 76 songs by other composers in other styles (`--sources`): the music of `freedoom` (BSD-3; the MIDI
+lumps of its two WADs, named freedoom1_e1m1 and so on) and of `planetblupi-music-midi` (GPL-3;
+planetblupi_music000...). Those are cut at EXTRA_SECONDS, since several loop for up to 29 minutes.
+Each song's notes are routed to one stem:
 
   drums   MIDI channel 10 (0-based channel 9), whatever its program
   bass    programs 32-39 (the GM bass family), by the channel's program when the note starts
@@ -19,14 +23,17 @@ the four stems, scaled with them so its peak is -1 dBFS. Output is 44.1 kHz ster
   OUT/{train,test}/<song>/{mixture,drums,bass,other,vocals}.wav   and   OUT/manifest.json
 
 Train and test are split by song, never by excerpt: TEST_SONGS below are held out (each has all four
-stems). Rendering is deterministic (no dither: fluidsynth writes float samples).
+stems); every held-out song is an openmsx song. Rendering is deterministic (no dither: fluidsynth
+writes float samples).
 
-Needs: apt-get install fluidsynth fluid-soundfont-gm openttd-openmsx; pip install mido numpy.
+Needs: apt-get install fluidsynth fluid-soundfont-gm openttd-openmsx (and freedoom planetblupi-music-midi
+for the training-only songs); pip install mido numpy.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import shutil
@@ -41,6 +48,16 @@ import mido
 import numpy as np
 
 MIDI_DIR = Path("/usr/share/games/openttd/baseset/openmsx")
+FREEDOOM_WADS = [Path(f"/usr/share/games/doom/freedoom{n}.wad") for n in (1, 2)]
+BLUPI_DIR = Path("/usr/share/planetblupi/music")
+# Where each source's songs come from: (Debian package, a path that exists once it is installed).
+SOURCES = {
+    "openmsx": ("openttd-openmsx", MIDI_DIR),
+    "freedoom": ("freedoom", FREEDOOM_WADS[0]),
+    "planetblupi": ("planetblupi-music-midi", BLUPI_DIR),
+}
+EXTRA_SECONDS = 240.0  # training-only songs are cut here (see the module docstring)
+MIN_SECONDS = 20.0  # shorter jingles are left out
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 SAMPLE_RATE = 44100
 STEMS = ["drums", "bass", "other", "vocals"]  # the model's source order
@@ -56,17 +73,48 @@ TEST_SONGS = [
 ]
 
 
-def song_names() -> list[str]:
-    return sorted(p.stem for p in MIDI_DIR.glob("*.mid"))
+def wad_midis(path: Path) -> dict[str, bytes]:
+    """The music lumps (D_*) of a Doom WAD that are Standard MIDI files, by lump name without D_."""
+    data = path.read_bytes()
+    _, count, directory = struct.unpack_from("<4sii", data, 0)
+    found = {}
+    for i in range(count):
+        pos, size, name = struct.unpack_from("<ii8s", data, directory + 16 * i)
+        name = name.rstrip(b"\0").decode("ascii")
+        if name.startswith("D_") and data[pos:pos + 4] == b"MThd":
+            found[name[2:].lower()] = data[pos:pos + size]
+    return found
+
+
+def catalogue(sources: list[str]) -> dict[str, bytes]:
+    """Every song of the given sources: name -> Standard MIDI file bytes."""
+    songs = {}
+    if "openmsx" in sources:
+        songs.update({p.stem: p.read_bytes() for p in MIDI_DIR.glob("*.mid")})
+    extra = {}
+    if "freedoom" in sources:
+        for n, wad in enumerate(FREEDOOM_WADS, 1):
+            extra.update({f"freedoom{n}_{lump}": midi for lump, midi in wad_midis(wad).items()})
+    if "planetblupi" in sources:
+        extra.update({f"planetblupi_{p.stem}": p.read_bytes() for p in BLUPI_DIR.glob("*.mid")})
+    songs.update({k: v for k, v in extra.items() if parse(v).length >= MIN_SECONDS})
+    return dict(sorted(songs.items()))
+
+
+def is_extra(song: str) -> bool:
+    return song.startswith(("freedoom", "planetblupi_"))
+
+
+def parse(midi: bytes) -> mido.MidiFile:
+    return mido.MidiFile(file=io.BytesIO(midi))
 
 
 def split_of(song: str) -> str:
     return "test" if song in TEST_SONGS else "train"
 
 
-def merged_events(path: Path) -> tuple[int, list[tuple[int, mido.Message]]]:
+def merged_events(midi: mido.MidiFile) -> tuple[int, list[tuple[int, mido.Message]]]:
     """(ticks per beat, [(absolute tick, message)]) of every track merged in time order."""
-    midi = mido.MidiFile(path)
     tick, events = 0, []
     for msg in mido.merge_tracks(midi.tracks):
         tick += msg.time
@@ -130,9 +178,9 @@ def lead_channel(spans, ticks_per_beat: int) -> int | None:
     return int(np.argmax(counts))
 
 
-def stem_midis(path: Path) -> tuple[dict[str, mido.MidiFile], dict]:
+def stem_midis(midi: mido.MidiFile) -> tuple[dict[str, mido.MidiFile], dict]:
     """One type-0 MIDI file per stem, plus facts about the routing."""
-    ticks_per_beat, events = merged_events(path)
+    ticks_per_beat, events = merged_events(midi)
     spans = note_spans(events)
     lead = lead_channel(spans, ticks_per_beat)
     program = [0] * 16
@@ -205,8 +253,10 @@ def read_wav(path: Path) -> np.ndarray:
     return np.memmap(path, dtype="<f4", mode="r", offset=44, shape=(size // 4 // channels, channels))
 
 
-def render_song(song: str, out: Path, start: float, seconds: float | None) -> dict:
-    files, facts = stem_midis(MIDI_DIR / f"{song}.mid")
+def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float | None) -> dict:
+    files, facts = stem_midis(parse(midi))
+    if is_extra(song):
+        seconds = min(seconds or EXTRA_SECONDS, EXTRA_SECONDS)
     with tempfile.TemporaryDirectory(prefix="stemsep-corpus-") as tmp:
         stems = {stem: render(midi, Path(tmp), stem) for stem, midi in files.items()}
     length = max(a.shape[1] for a in stems.values())
@@ -237,25 +287,34 @@ def main() -> None:
     ap.add_argument("--split", choices=["train", "test", "all"], default="all", help="which songs to render")
     ap.add_argument("--start", type=float, default=0.0, help="excerpt start, seconds")
     ap.add_argument("--seconds", type=float, help="excerpt length, seconds (default: whole song)")
+    ap.add_argument("--sources", default=",".join(SOURCES),
+                    help=f"song sources, comma-separated (default: all of {', '.join(SOURCES)}; "
+                         "--split test needs openmsx only)")
     ap.add_argument("--jobs", type=int, default=2, help="songs rendered in parallel")
     args = ap.parse_args()
 
+    sources = ["openmsx"] if args.split == "test" else args.sources.split(",")
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        sys.exit(f"unknown sources: {', '.join(unknown)} (known: {', '.join(SOURCES)})")
     for tool, hint in [("fluidsynth", "apt-get install fluidsynth")]:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: {hint}")
-    for path, package in [(SOUNDFONT, "fluid-soundfont-gm"), (MIDI_DIR, "openttd-openmsx")]:
+    needed = [(SOUNDFONT, "fluid-soundfont-gm")] + [(SOURCES[s][1], SOURCES[s][0]) for s in sources]
+    for path, package in needed:
         if not path.exists():
             sys.exit(f"{path} not found: apt-get install {package}")
-    songs = args.songs.split(",") if args.songs else song_names()
-    unknown = sorted(set(songs) - set(song_names()))
+    midis = catalogue(sources)
+    songs = args.songs.split(",") if args.songs else list(midis)
+    unknown = sorted(set(songs) - set(midis))
     if unknown:
         sys.exit(f"unknown songs: {', '.join(unknown)}")
     if args.split != "all":
         songs = [s for s in songs if split_of(s) == args.split]
 
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rendered = list(pool.map(render_song, songs, [args.out] * len(songs), [args.start] * len(songs),
-                                 [args.seconds] * len(songs)))
+        rendered = list(pool.map(render_song, songs, [midis[s] for s in songs], [args.out] * len(songs),
+                                 [args.start] * len(songs), [args.seconds] * len(songs)))
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for facts in rendered:
