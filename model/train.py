@@ -149,21 +149,23 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    kwargs = dict(DEMO_KWARGS, channels=args.channels)
-    model = HTDemucs(sources=SOURCES, **kwargs)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     args.workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = args.workdir / "checkpoint.pt"
+    # A resumed or initialised run keeps its checkpoint's architecture, whatever --channels says.
+    start_from = ckpt_path if ckpt_path.exists() else args.init
+    ckpt = torch.load(start_from, weights_only=False) if start_from else None
+    kwargs = ckpt["kwargs"] if ckpt else dict(DEMO_KWARGS, channels=args.channels)
+    model = HTDemucs(sources=SOURCES, **kwargs)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, losses = 0, []
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
         model.load_state_dict(ckpt["state"])
         opt.load_state_dict(ckpt["optimizer"])
         step, losses = ckpt["step"], ckpt["losses"]
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif args.init:
-        model.load_state_dict(torch.load(args.init, weights_only=False)["state"])
+        model.load_state_dict(ckpt["state"])
         print(f"weights from {args.init}", flush=True)
     corpus = Corpus(args.corpus, int(model.segment * model.samplerate))
     params = sum(p.numel() for p in model.parameters())
