@@ -258,13 +258,11 @@ class FoldedGlu(nn.Module):
             weight = conv.weight[:, :, 0].clone()
             affine = torch.cat([norm.weight[:c] * scale.scale, norm.weight[c:]])[:, None]
             shift = torch.cat([norm.bias[:c] * scale.scale, norm.bias[c:]])[:, None]
-        # Parameters, not buffers: the TorchScript exporter's constant folding dropped some buffers'
-        # initializers from the graph.
-        self.weight = nn.Parameter(weight, requires_grad=False)  # [2c, k]
-        self.bias = nn.Parameter(conv.bias.detach()[:, None].clone(), requires_grad=False)  # [2c, 1]
-        self.gram = nn.Parameter(weight.t() @ weight, requires_grad=False)  # [k, k]
-        self.affine = nn.Parameter(affine, requires_grad=False)
-        self.shift = nn.Parameter(shift, requires_grad=False)
+        self.register_buffer("weight", weight)  # [2c, k]
+        self.register_buffer("bias", conv.bias.detach()[:, None].clone())  # [2c, 1]
+        self.register_buffer("gram", weight.t() @ weight)  # [k, k]
+        self.register_buffer("affine", affine)  # [2c, 1], LayerScale folded into the value half
+        self.register_buffer("shift", shift)
         self.eps = norm.eps
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -343,7 +341,8 @@ class BlockedAttention(nn.Module):
 
 
 def with_blocked_attention(model: nn.Module, block: int) -> nn.Module:
-    """`model` with every transformer attention a BlockedAttention (same parameters, same values)."""
+    """`model`, changed in place: every transformer attention a BlockedAttention (same parameters, same
+    values)."""
     for parent in model.modules():
         for name, child in parent.named_children():
             if type(child) is nn.MultiheadAttention and child.batch_first and child._qkv_same_embed_dim \
@@ -658,7 +657,7 @@ def main() -> None:
     ap.add_argument("--demucs-layout", action="store_true",
                     help="keep demucs' layout: no RowDConv, no BlockedAttention (tract runs it slower)")
     ap.add_argument("--attn-block", type=int, default=192,
-                    help="query rows per attention block (RowDConv layout only)")
+                    help="query rows per attention block (not with --demucs-layout)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
