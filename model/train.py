@@ -3,7 +3,7 @@
 
 The architecture is the pretrained htdemucs' (export.HTDEMUCS_KWARGS: hybrid time/frequency U-Nets, nfft 4096,
 depth 4, cross-domain transformer), shrunk by DEMO_KWARGS below to 16 channels, 2 transformer layers and a
-1 s segment (1.9 M parameters, an 8.2 MB ONNX file), so a 2-core machine trains it in about 1.6 hours (3200
+1 s segment (1.9 M parameters, an 8.6 MB ONNX file), so a 2-core machine trains it in about 1.6 hours (3200
 steps of 8 x 1 s at ~1.8 s each).
 
 Training follows demucs' recipe (demucs/solver.py, demucs/augment.py): random excerpts, per-source random
