@@ -258,7 +258,7 @@ def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float 
     if is_extra(song):
         seconds = min(seconds or EXTRA_SECONDS, EXTRA_SECONDS)
     with tempfile.TemporaryDirectory(prefix="stemsep-corpus-") as tmp:
-        stems = {stem: render(midi, Path(tmp), stem) for stem, midi in files.items()}
+        stems = {stem: render(stem_midi, Path(tmp), stem) for stem, stem_midi in files.items()}
     length = max(a.shape[1] for a in stems.values())
     stems = {k: np.pad(a, ((0, 0), (0, length - a.shape[1]))) for k, a in stems.items()}
     first = int(start * SAMPLE_RATE)
