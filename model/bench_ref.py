@@ -82,8 +82,8 @@ def _rebuild(version: str, name: str):
 def bench_onnxruntime_demucs_layout(meta: dict[str, str], threads: int, runs: int) -> float:
     """onnxruntime on the same weights exported in demucs' own layout (`export.py --demucs-layout`).
 
-    The default export reshapes the frequency DConvs for tract (`RowDConv`); the figure that is fair to
-    onnxruntime is its faster of the two graphs (measured: 2.34 s on either, best of 3).
+    The default export lays out the DConvs and attentions for tract (`RowDConv`, `FoldedGlu`,
+    `BlockedAttention`); the figure that is fair to onnxruntime is its faster of the two graphs.
     """
     import tempfile
 

@@ -14,3 +14,10 @@ pub mod models;
 pub mod runner;
 
 pub use engine::{EngineConfig, EngineError, ModelInfo, SeparateOptions, Separator};
+
+/// The demo model committed in the checkout this crate was built from (model/README.md, section 7):
+/// the `separate` CLI's model when none is given, and the subject of the demo-model test.
+pub const DEMO_MODEL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../model/default/htdemucs.onnx"
+);

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use stemsep_worker::quality::{sdr_table_row, CorpusSong};
-use stemsep_worker::Separator;
+use stemsep_worker::{Separator, DEMO_MODEL};
 
 /// dB by which each stem must beat the mixture used as its estimate.
 const MIXTURE_MARGIN_DB: f64 = 3.0;
@@ -83,7 +83,7 @@ fn shortfalls(scores: &[(String, f64, f64)]) -> Vec<String> {
 
 #[test]
 fn demo_model_beats_mixture_and_silence_on_every_stem_of_a_held_out_song() {
-    let scores = scores(&repo().join("model/default/htdemucs.onnx"));
+    let scores = scores(Path::new(DEMO_MODEL));
     let short = shortfalls(&scores);
     assert!(
         short.is_empty(),

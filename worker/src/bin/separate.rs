@@ -15,13 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use stemsep_worker::{SeparateOptions, Separator};
-
-/// The demo model in the checkout this binary was built from (model/README.md, section 7).
-const DEMO_MODEL: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../model/default/htdemucs.onnx"
-);
+use stemsep_worker::{SeparateOptions, Separator, DEMO_MODEL};
 
 /// Separate a song (MP3, WAV or FLAC) into vocals, drums, bass and other MP3 stems.
 #[derive(Debug, Parser)]
