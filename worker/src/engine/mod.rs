@@ -8,6 +8,7 @@
 
 pub mod audio;
 pub mod dsp;
+mod matmul;
 pub mod memory;
 pub mod model;
 pub mod separate;

@@ -71,7 +71,13 @@ impl Model {
                 model.set_input_fact(spec_input, f32::fact([1, 2 * c, bins, frames]).into())
             })
             .map_err(|e| err(format!("{e:#}")))?;
-        let typed = model
+        let mut typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| err(format!("cannot declutter: {e:#}")))?;
+        super::matmul::use_gemm(&mut typed)
+            .map_err(|e| err(format!("cannot hand products to gemm: {e:#}")))?;
+        let typed = typed
             .into_optimized()
             .map_err(|e| err(format!("cannot optimise: {e:#}")))?;
 
