@@ -38,6 +38,7 @@ fn gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<Gemm>> {
     };
     let inputs = model.node_input_facts(id)?;
     if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
         || inputs.len() != 2
         || inputs.iter().any(|f| f.datum_type != f32::datum_type())
     {
