@@ -75,8 +75,9 @@ impl Model {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(|e| err(format!("cannot declutter: {e:#}")))?;
-        super::matmul::use_gemm(&mut typed)
+        let on_gemm = super::matmul::use_gemm(&mut typed)
             .map_err(|e| err(format!("cannot hand products to gemm: {e:#}")))?;
+        tracing::debug!(model = %path.display(), on_gemm, "matrix products run by gemm");
         let typed = typed
             .into_optimized()
             .map_err(|e| err(format!("cannot optimise: {e:#}")))?;
