@@ -4,8 +4,9 @@
 //! 2688x512x2048 product in ~38 ms, `gemm` in ~27 ms and onnxruntime's MLAS in ~26 ms, and the
 //! transformer's products are over half of a segment. So after decluttering, every plain f32
 //! product (one m, one k and one n axis, any batch axes) above [`MIN_MACS`] becomes a [`Gemm`]
-//! node, which tract's optimiser then leaves alone. Convolutions and small products stay with
-//! tract. `Gemm` runs on the thread pool tract runs the plan on.
+//! node, which tract's optimiser then leaves alone ([`super::conv`] does the same for the
+//! convolutions). Small products stay with tract. `Gemm` runs on the thread pool tract runs the
+//! plan on.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -197,27 +198,34 @@ impl EvalOp for Gemm {
         );
         let entries = layout.entries();
         // Safety (all three): `layout` was built from these tensors' shapes and strides.
-        match tract_linalg::multithread::current_tract_executor() {
-            // The products run on the threads tract runs this plan on: one entry per thread when
-            // there are enough to share out (attention heads), else each product split.
-            Executor::MultiThread(pool) => {
-                let threads = pool.current_num_threads();
-                pool.install(|| {
-                    if entries >= 2 * threads {
-                        (0..entries).into_par_iter().for_each(|entry| unsafe {
-                            layout.product(entry, &data, Parallelism::None)
-                        })
-                    } else {
-                        (0..entries).for_each(|entry| unsafe {
-                            layout.product(entry, &data, Parallelism::Rayon(threads))
-                        })
-                    }
-                })
+        on_plan_pool(|threads| {
+            // One entry per thread when there are enough to share out (attention heads), else
+            // each product split.
+            if threads > 1 && entries >= 2 * threads {
+                (0..entries)
+                    .into_par_iter()
+                    .for_each(|entry| unsafe { layout.product(entry, &data, Parallelism::None) })
+            } else {
+                let parallelism = match threads {
+                    1 => Parallelism::None,
+                    t => Parallelism::Rayon(t),
+                };
+                (0..entries).for_each(|entry| unsafe { layout.product(entry, &data, parallelism) })
             }
-            _ => (0..entries)
-                .for_each(|entry| unsafe { layout.product(entry, &data, Parallelism::None) }),
-        }
+        });
         Ok(tvec!(c.into_tvalue()))
+    }
+}
+
+/// Runs `f(threads)` on the thread pool tract runs the current plan on, so that work shared out
+/// with rayon inside `f` stays on the plan's threads; `threads` is 1 outside a multithreaded plan.
+pub(super) fn on_plan_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
+    match tract_linalg::multithread::current_tract_executor() {
+        Executor::MultiThread(pool) => {
+            let threads = pool.current_num_threads();
+            pool.install(|| f(threads))
+        }
+        _ => f(1),
     }
 }
 
@@ -319,20 +327,8 @@ impl TypedOp for Gemm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_tensors::{filled, worst_difference};
     use tract_linalg::multithread::multithread_tract_scope;
-
-    /// A tensor of `shape` filled with a deterministic, sign-mixed sequence.
-    fn filled(shape: &[usize], seed: u32) -> Tensor {
-        let len = shape.iter().product::<usize>();
-        let values: Vec<f32> = (0..len as u32)
-            .map(|i| {
-                ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 1000) as f32 / 500.0 - 1.0
-            })
-            .collect();
-        tract_ndarray::ArrayD::from_shape_vec(shape, values)
-            .unwrap()
-            .into_tensor()
-    }
 
     /// Gemm against tract's own EinSum on `expr` with operands of these shapes, on 1 and 2 threads.
     fn agrees(expr: &str, a: &[usize], b: &[usize]) {
@@ -349,15 +345,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(got[0].shape(), want[0].shape(), "{expr}");
-            let (got, want) = (
-                got[0].to_plain_array_view::<f32>().unwrap(),
-                want[0].to_plain_array_view::<f32>().unwrap(),
-            );
-            let worst = got
-                .iter()
-                .zip(want.iter())
-                .map(|(g, w)| (g - w).abs())
-                .fold(0.0, f32::max);
+            let worst = worst_difference(&got[0], &want[0]);
             assert!(worst < 1e-3, "{expr} on {threads} threads: off by {worst}");
         }
     }

@@ -7,11 +7,14 @@
 //! encode each stem (LAME).
 
 pub mod audio;
+mod conv;
 pub mod dsp;
 mod matmul;
 pub mod memory;
 pub mod model;
 pub mod separate;
+#[cfg(test)]
+mod test_tensors;
 
 use std::path::Path;
 use std::time::Duration;

@@ -77,7 +77,9 @@ impl Model {
             .map_err(|e| err(format!("cannot declutter: {e:#}")))?;
         let on_gemm = super::matmul::use_gemm(&mut typed)
             .map_err(|e| err(format!("cannot hand products to gemm: {e:#}")))?;
-        tracing::debug!(model = %path.display(), on_gemm, "matrix products run by gemm");
+        let convs_on_gemm = super::conv::use_conv_gemm(&mut typed)
+            .map_err(|e| err(format!("cannot hand convolutions to gemm: {e:#}")))?;
+        tracing::debug!(model = %path.display(), on_gemm, convs_on_gemm, "products and convolutions run by gemm");
         let typed = typed
             .into_optimized()
             .map_err(|e| err(format!("cannot optimise: {e:#}")))?;
