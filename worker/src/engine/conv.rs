@@ -16,6 +16,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
+use super::spatial::{in_range, Geometry, SharedOut};
 
 /// Convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -74,115 +75,59 @@ pub struct ConvGemm {
     conv: Conv,
 }
 
-/// The sizes of one convolution, spatial rank 1 seen as height 1.
-#[derive(Debug, Clone, Copy)]
-struct Geometry {
-    batch: usize,
-    c_in: usize,
-    c_out: usize,
-    input: [usize; 2],
-    output: [usize; 2],
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilation: [usize; 2],
-    pad_before: [usize; 2],
-}
-
-impl Geometry {
-    /// Rows of the unfolded input: one per input channel and kernel tap.
-    fn k(&self) -> usize {
-        self.c_in * self.kernel[0] * self.kernel[1]
-    }
-
-    /// Output positions per batch entry and channel.
-    fn positions(&self) -> usize {
-        self.output[0] * self.output[1]
-    }
-
-    fn macs(&self) -> usize {
-        self.batch * self.c_out * self.k() * self.positions()
-    }
-
-    /// Unfolds output positions `p0..p0 + cols` of batch entry `b` of `x` into `col`, row
-    /// `(c, i, j)` holding the input under kernel tap `(i, j)` of channel `c` (zero in the padding).
-    fn unfold(&self, x: &[f32], b: usize, p0: usize, cols: usize, col: &mut [f32]) {
-        let [ih, iw] = self.input;
-        let [kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let [dh, dw] = self.dilation;
-        let [ph, pw] = self.pad_before;
-        let ow = self.output[1];
-        for c in 0..self.c_in {
-            let plane = &x[(b * self.c_in + c) * ih * iw..][..ih * iw];
-            for i in 0..kh {
-                for j in 0..kw {
-                    let row = &mut col[((c * kh + i) * kw + j) * cols..][..cols];
-                    let (mut p, mut q) = (p0, 0);
-                    while q < cols {
-                        let (oy, ox) = (p / ow, p % ow);
-                        let run = (ow - ox).min(cols - q);
-                        let dst = &mut row[q..q + run];
-                        let y = (oy * sh + i * dh) as isize - ph as isize;
-                        if y < 0 || y >= ih as isize {
-                            dst.fill(0.0);
-                        } else {
-                            let src = &plane[y as usize * iw..][..iw];
-                            // Input column of output column ox + t is first + t·sw.
-                            let first = (ox * sw + j * dw) as isize - pw as isize;
-                            let steps = |d: isize| (d.max(0) as usize).div_ceil(sw);
-                            let lo = steps(-first).min(run);
-                            let hi = steps(iw as isize - first).min(run).max(lo);
-                            dst[..lo].fill(0.0);
-                            dst[hi..].fill(0.0);
-                            let start = (first + (lo * sw) as isize) as usize;
-                            if sw == 1 {
-                                dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                            } else {
-                                for (d, s) in
-                                    dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
-                                {
-                                    *d = *s;
-                                }
-                            }
-                        }
-                        p += run;
-                        q += run;
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl ConvGemm {
     fn geometry(&self, x: &[usize]) -> TractResult<Geometry> {
         let spec = &self.conv.pool_spec;
-        let shape = spec.data_format.shape(x)?;
-        let rank = spec.rank();
-        ensure!(rank == 1 || rank == 2, "ConvGemm takes 1 or 2 spatial axes");
-        let padding = spec.computed_padding(shape.hw_dims());
-        // Rank 1 is height 1: one row, one tap along it, stride and dilation 1, no padding.
-        let two = |f: &dyn Fn(usize) -> usize, height: usize| {
-            if rank == 1 {
-                [height, f(0)]
-            } else {
-                [f(0), f(1)]
+        let padding = spec.computed_padding(spec.data_format.shape(x)?.hw_dims());
+        Geometry::new(spec, x, |a| (padding[a].convoluted, padding[a].pad_before))
+    }
+}
+
+/// Unfolds output positions `p0..p0 + cols` of batch entry `b` of `x` into `col`, row
+/// `(c, i, j)` holding the input under kernel tap `(i, j)` of channel `c` (zero in the padding).
+fn unfold(g: &Geometry, x: &[f32], b: usize, p0: usize, cols: usize, col: &mut [f32]) {
+    let [ih, iw] = g.input;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [dh, dw] = g.dilation;
+    let [ph, pw] = g.pad_before;
+    let ow = g.output[1];
+    for c in 0..g.c_in {
+        let plane = &x[(b * g.c_in + c) * ih * iw..][..ih * iw];
+        for i in 0..kh {
+            for j in 0..kw {
+                let row = &mut col[((c * kh + i) * kw + j) * cols..][..cols];
+                let (mut p, mut q) = (p0, 0);
+                while q < cols {
+                    let (oy, ox) = (p / ow, p % ow);
+                    let run = (ow - ox).min(cols - q);
+                    let dst = &mut row[q..q + run];
+                    let y = (oy * sh + i * dh) as isize - ph as isize;
+                    if y < 0 || y >= ih as isize {
+                        dst.fill(0.0);
+                    } else {
+                        let src = &plane[y as usize * iw..][..iw];
+                        // Input column of output column ox + t is first + t·sw.
+                        let first = (ox * sw + j * dw) as isize - pw as isize;
+                        let (lo, hi) = in_range(first, sw, run, iw);
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        let start = (first + (lo * sw) as isize) as usize;
+                        if sw == 1 {
+                            dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                        } else {
+                            for (d, s) in
+                                dst[lo..hi].iter_mut().zip(src[start..].iter().step_by(sw))
+                            {
+                                *d = *s;
+                            }
+                        }
+                    }
+                    p += run;
+                    q += run;
+                }
             }
-        };
-        let hw = shape.hw_dims();
-        let g = Geometry {
-            batch: shape.n().copied().unwrap_or(1),
-            c_in: *shape.c(),
-            c_out: self.conv.output_channels(),
-            input: two(&|a| hw[a], 1),
-            output: two(&|a| padding[a].convoluted, 1),
-            kernel: two(&|a| spec.kernel_shape[a], 1),
-            stride: two(&|a| spec.stride(a), 1),
-            dilation: two(&|a| spec.dilation(a), 1),
-            pad_before: two(&|a| padding[a].pad_before, 0),
-        };
-        ensure!(g.c_in == self.conv.input_channels());
-        Ok(g)
+        }
     }
 }
 
@@ -198,27 +143,13 @@ impl Op for ConvGemm {
     op_as_typed_op!();
 }
 
-/// Where the unfolded blocks' products go: C, planar per batch entry and output channel.
-struct Out(*mut f32);
-
-// Safety: the blocks written in parallel are disjoint column ranges of C.
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// # Safety
-    /// `offset` is within C.
-    unsafe fn at(&self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
-    }
-}
-
 impl EvalOp for ConvGemm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (x, weights, bias) = (&inputs[0], &inputs[1], &inputs[2]);
         let g = self.geometry(x.shape())?;
-        let (k, positions) = (g.k(), g.positions());
+        let (k, positions) = (g.c_in * g.taps(), g.output[0] * g.output[1]);
         ensure!(
             weights.len() == g.c_out * k,
             "ConvGemm: weights are not OIHW"
@@ -232,10 +163,11 @@ impl EvalOp for ConvGemm {
         let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let (x_view, w_view) = (x.try_as_plain_ram()?, weights.try_as_plain_ram()?);
         let (x, w) = (x_view.as_slice::<f32>()?, w_view.as_slice::<f32>()?);
-        let out = Out(y
-            .try_as_plain_ram_mut()?
-            .as_slice_mut::<f32>()?
-            .as_mut_ptr());
+        let out = SharedOut(
+            y.try_as_plain_ram_mut()?
+                .as_slice_mut::<f32>()?
+                .as_mut_ptr(),
+        );
 
         on_plan_pool(|threads| {
             // About four blocks per thread, so the last ones even out.
@@ -249,7 +181,7 @@ impl EvalOp for ConvGemm {
                 let (b, p0) = (index / per_entry, (index % per_entry) * cols);
                 let n = cols.min(positions - p0);
                 col.resize(k * n, 0.0);
-                g.unfold(x, b, p0, n, col);
+                unfold(&g, x, b, p0, n, col);
                 // Safety: block (b, p0..p0+n) of C is written by this call only; C holds
                 // batch × c_out × positions elements.
                 unsafe {

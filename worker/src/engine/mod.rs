@@ -8,11 +8,13 @@
 
 pub mod audio;
 mod conv;
+mod deconv;
 pub mod dsp;
 mod matmul;
 pub mod memory;
 pub mod model;
 pub mod separate;
+mod spatial;
 #[cfg(test)]
 mod test_tensors;
 

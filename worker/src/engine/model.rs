@@ -79,7 +79,18 @@ impl Model {
             .map_err(|e| err(format!("cannot hand products to gemm: {e:#}")))?;
         let convs_on_gemm = super::conv::use_conv_gemm(&mut typed)
             .map_err(|e| err(format!("cannot hand convolutions to gemm: {e:#}")))?;
-        tracing::debug!(model = %path.display(), on_gemm, convs_on_gemm, "products and convolutions run by gemm");
+        let deconvs_on_gemm = super::deconv::use_deconv_gemm(&mut typed).map_err(|e| {
+            err(format!(
+                "cannot hand transposed convolutions to gemm: {e:#}"
+            ))
+        })?;
+        tracing::debug!(
+            model = %path.display(),
+            on_gemm,
+            convs_on_gemm,
+            deconvs_on_gemm,
+            "products and convolutions run by gemm"
+        );
         let typed = typed
             .into_optimized()
             .map_err(|e| err(format!("cannot optimise: {e:#}")))?;
