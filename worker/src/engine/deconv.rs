@@ -200,14 +200,14 @@ impl EvalOp for DeconvGemm {
                 let (b, o0) = (index / shares, (index % shares) * per_task);
                 let channels = per_task.min(c_out - o0);
                 let rows = channels * taps;
-                for o in o0..o0 + channels {
+                for (o, &value) in bias.iter().enumerate().skip(o0).take(channels) {
                     // Safety: channel o of entry b belongs to this task.
                     unsafe {
                         std::slice::from_raw_parts_mut(
                             out.at((b * c_out + o) * out_plane),
                             out_plane,
                         )
-                        .fill(bias[o]);
+                        .fill(value);
                     }
                 }
                 let cols = (BLOCK_FLOATS / rows).clamp(16, positions);
