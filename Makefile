@@ -39,12 +39,22 @@ unit: corpus-excerpt
 ## needs torch: pip install -r model/requirements.txt, and made again when export.py changes the graph),
 ## then the load run on the tiny model. BENCH_MODEL=<file> benches another export as it is.
 RANDOM_MODEL := $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
+RANDOM_GOLDEN := $(HOME)/.cache/stemsep/models/htdemucs-random-golden
 BENCH_MODEL ?= $(RANDOM_MODEL)
 BENCH_PYTHON ?= python3
-bench: bench-engine bench-profile bench-load
+bench: bench-fidelity bench-engine bench-profile bench-load
 
-$(RANDOM_MODEL): model/export.py
-	"$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$@"
+# The golden stems are demucs' own apply_model on a 3-segment clip (about a minute of torch).
+$(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json &: model/export.py
+	"$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$(RANDOM_MODEL)" \
+	  --golden "$(RANDOM_GOLDEN)" --golden-length 700001
+
+## bench-fidelity: the full-size random-init export through the whole Rust pipeline against its
+## golden stems (>= 80 dB SNR per stem), as the tiny model is in make test.
+.PHONY: bench-fidelity
+bench-fidelity: $(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json
+	STEMSEP_FULLSIZE_MODEL="$(RANDOM_MODEL)" STEMSEP_FULLSIZE_GOLDEN="$(RANDOM_GOLDEN)" \
+	  cargo test -p stemsep-worker --test engine_fidelity -- --ignored --nocapture
 
 bench-engine: $(BENCH_MODEL)
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \

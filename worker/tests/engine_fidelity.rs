@@ -1,6 +1,7 @@
 //! The whole Rust pipeline (normalise → chunk → STFT → tract core → iSTFT → overlap-add →
 //! de-normalise) on the committed tiny model and golden clip, against the stems demucs'
-//! `Separator` (apply_model, shifts 0, overlap 0.25) produced for it: `model/tiny/golden/`.
+//! `Separator` (apply_model, shifts 0, overlap 0.25) produced for it: `model/tiny/golden/`; and,
+//! run by `make bench-fidelity`, the same on a full-size export.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -32,22 +33,49 @@ fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
 
 #[test]
 fn tiny_model_matches_apply_model_golden_stems() {
+    let config = EngineConfig {
+        threads_per_segment: 1,
+        segments_in_flight: 2,
+    };
+    matches_golden(&tiny().join("tiny.onnx"), &tiny().join("golden"), config);
+}
+
+/// The same on a full-size htdemucs export, whose large products, convolutions and transposed
+/// convolutions take the engine's own kernels (the tiny model's are too small to): `make bench`
+/// exports the random-init model with its golden stems and runs this.
+#[test]
+#[ignore = "needs a full-size export and its golden stems (torch): make bench-fidelity"]
+fn full_size_model_matches_apply_model_golden_stems() {
+    let var = |name: &str| -> PathBuf {
+        std::env::var_os(name)
+            .unwrap_or_else(|| panic!("set {name} (make bench-fidelity does)"))
+            .into()
+    };
+    let config = EngineConfig {
+        threads_per_segment: 2,
+        segments_in_flight: 1,
+    };
+    matches_golden(
+        &var("STEMSEP_FULLSIZE_MODEL"),
+        &var("STEMSEP_FULLSIZE_GOLDEN"),
+        config,
+    );
+}
+
+/// Separates `golden/mix.f32` with `model` and compares every stem with `golden/stems.f32`.
+fn matches_golden(model: &Path, golden_dir: &Path, config: EngineConfig) {
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny().join("golden/meta.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("meta.json")).unwrap())
             .unwrap();
     let len = meta["length"].as_u64().unwrap() as usize;
-    let mix = read_f32(&tiny().join("golden/mix.f32"));
-    let golden = read_f32(&tiny().join("golden/stems.f32"));
+    let mix = read_f32(&golden_dir.join("mix.f32"));
+    let golden = read_f32(&golden_dir.join("stems.f32"));
     let audio = PlanarAudio {
         sample_rate: 44_100,
         channels: mix.chunks_exact(len).map(<[f32]>::to_vec).collect(),
     };
 
-    let config = EngineConfig {
-        threads_per_segment: 1,
-        segments_in_flight: 2,
-    };
-    let separator = Separator::load_with(&tiny().join("tiny.onnx"), config).unwrap();
+    let separator = Separator::load_with(model, config).unwrap();
     let info = separator.info();
     let sources: Vec<&str> = meta["sources"]
         .as_array()
