@@ -26,6 +26,9 @@ const MIN_MACS: usize = 1 << 20;
 /// thread in `gemm` than in tract.
 const MIN_ENTRY_MACS: usize = 1 << 14;
 
+/// An m (or n) axis shorter than this leaves `gemm`'s kernel mostly idle.
+const MIN_M: usize = 64;
+
 /// Replaces the large plain f32 products of a decluttered `model` by [`Gemm`] nodes, each taking
 /// in the constant it is then added to (a bias), if any. Returns how many it replaced.
 pub fn use_gemm(model: &mut TypedModel) -> TractResult<usize> {
@@ -139,8 +142,8 @@ impl Dims {
     /// only, repeated axes, mismatched sizes).
     fn of(axes: &AxesMapping, a: &[usize], b: &[usize]) -> Option<Dims> {
         let (mut k, mut batch) = (None, Vec::new());
-        // Axes of the output and of one operand only: the largest becomes m (or n), any other
-        // is looped over like a batch axis.
+        // Axes of the output and of one operand only: one becomes m (or n), any other is looped
+        // over like a batch axis.
         let (mut m_like, mut n_like) = (Vec::new(), Vec::new());
         for axis in axes.iter_all_axes() {
             let at = |v: &TVec<usize>| match v.len() {
@@ -181,8 +184,11 @@ impl Dims {
                 _ => return None,
             }
         }
-        m_like.sort();
-        n_like.sort();
+        // Of the axes long enough to feed the kernel, the innermost in its operand: `gemm` then
+        // packs contiguous runs (a 1x1 convolution's width rather than its height, 2.6x faster).
+        let key = |&(size, at, _): &(usize, usize, usize)| (size >= MIN_M, at, size);
+        m_like.sort_by_key(key);
+        n_like.sort_by_key(key);
         let (_, m_a, m_c) = m_like.pop()?;
         let (_, n_b, n_c) = n_like.pop()?;
         batch.extend(m_like.into_iter().map(|(size, pa, c)| BatchAxis {
