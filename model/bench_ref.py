@@ -5,6 +5,10 @@
 
 Prints one JSON object on stdout:
   {"onnxruntime_s": <seconds or null>, "pytorch_s": <seconds or null>, ..., "<engine>_error": <why null>}
+With --song PCM (planar little-endian f32, --song-channels channels) it also separates that whole song once on
+each engine: onnxruntime through `reference.separate` (numpy float32 host side; the core's share reported apart
+as `onnxruntime_song_core_s`) and PyTorch through demucs' own `Separator.separate_tensor` (shifts 0, overlap
+0.25, as the worker runs it): `onnxruntime_song_s`, `pytorch_song_s`.
 onnxruntime times the ONNX core alone (the host STFT/iSTFT are a few ms), on the given graph and on the same
 weights exported in demucs' own layout; `onnxruntime_s` is the faster of the two. PyTorch times
 `HTDemucs.forward` on one segment, i.e. what demucs' apply_model runs per chunk (core + its own STFT/iSTFT).
@@ -114,6 +118,49 @@ def bench_pytorch(meta: dict[str, str], threads: int, runs: int) -> float:
     return best_of(run, runs)
 
 
+def read_song(path: Path, channels: int):
+    import numpy as np
+
+    return np.fromfile(path, dtype="<f4").reshape(channels, -1)
+
+
+def bench_onnxruntime_song(path: Path, threads: int, song: Path, channels: int) -> tuple[float, float]:
+    """Seconds for the whole song, and the core's share of them."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import reference  # noqa: E402
+
+    wav = read_song(song, channels)
+    core = reference.Core(path, threads)
+    contract = reference.Contract(core.meta)
+    run, in_core = core.run, [0.0]
+
+    def timed(mix, spec):
+        t0 = time.perf_counter()
+        out = run(mix, spec)
+        in_core[0] += time.perf_counter() - t0
+        return out
+
+    core.run = timed
+    t0 = time.perf_counter()
+    reference.separate(contract, core, wav, dtype=np.float32)
+    return time.perf_counter() - t0, in_core[0]
+
+
+def bench_pytorch_song(meta: dict[str, str], threads: int, song: Path, channels: int) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    export, model = rebuild(meta)
+    separator = export.separator_for(model)
+    wav = torch.from_numpy(read_song(song, channels))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        separator.separate_tensor(wav)
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("onnx", type=Path)
@@ -123,6 +170,8 @@ def main() -> int:
     ap.add_argument("--skip-pytorch", action="store_true")
     ap.add_argument("--skip-demucs-layout", action="store_true",
                     help="time onnxruntime on the given graph only, not also on demucs' own layout")
+    ap.add_argument("--song", type=Path, help="also separate this whole song (planar f32 LE) once per engine")
+    ap.add_argument("--song-channels", type=int, default=2)
     args = ap.parse_args()
 
     meta = read_meta(args.onnx)
@@ -151,6 +200,22 @@ def main() -> int:
             result["pytorch_error"] = f"torch/demucs unavailable: {err}"
         except Exception as err:
             result["pytorch_error"] = f"{type(err).__name__}: {err}"
+    if args.song:
+        result["song_seconds"] = read_song(args.song, args.song_channels).shape[1] / int(meta["stemsep.sample_rate"])
+        for engine, bench in [
+            ("onnxruntime", lambda: bench_onnxruntime_song(args.onnx, args.threads, args.song, args.song_channels)),
+            ("pytorch", lambda: bench_pytorch_song(meta, args.threads, args.song, args.song_channels)),
+        ]:
+            if result[f"{engine}_s"] is None:
+                continue
+            try:
+                took = bench()
+                if engine == "onnxruntime":
+                    result["onnxruntime_song_s"], result["onnxruntime_song_core_s"] = (round(t, 3) for t in took)
+                else:
+                    result["pytorch_song_s"] = round(took, 3)
+            except Exception as err:
+                result[f"{engine}_song_error"] = f"{type(err).__name__}: {err}"
     print(json.dumps(result))
     return 0
 

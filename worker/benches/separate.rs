@@ -8,7 +8,10 @@
 //!   `python3`), as ratios;
 //! - whole songs (synthetic music, MP3 in → four MP3s out through `Separator::separate_mp3`) of
 //!   1, 4 and 10 minutes (`STEMSEP_BENCH_MINUTES=1,4,10`): wall time, real-time factor, time per
-//!   segment, and peak RSS — each song runs in its own child process so each peak is its own.
+//!   segment, and peak RSS — each song runs in its own child process so each peak is its own;
+//! - the first song also separated by onnxruntime (the core, with `model/reference.py`'s numpy host
+//!   side) and PyTorch demucs (`Separator`), from the same PCM: their song RTFs, and our throughput
+//!   ratio to each (>1: ours faster; the time of onnxruntime's core alone is the harder bar).
 //!
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
 //! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default 1).
@@ -59,8 +62,9 @@ fn child_segment(model: &Path, cfg: EngineConfig) {
     let _ = stft.inverse(&spec2, 2);
     let stft_s = stft_t.elapsed().as_secs_f64();
     println!(
-        "{{\"load_s\":{load_s:.3},\"segment_s\":{best:.4},\"stft_istft_s\":{stft_s:.5},\"peak_mib\":{:.0}}}",
-        memory_mib().0
+        "{{\"load_s\":{load_s:.3},\"segment_s\":{best:.4},\"stft_istft_s\":{stft_s:.5},\"peak_mib\":{:.0},\"sample_rate\":{}}}",
+        memory_mib().0,
+        info.sample_rate
     );
 }
 
@@ -169,15 +173,33 @@ fn main() {
         );
     }
 
+    let minutes: Vec<f64> = env_or("STEMSEP_BENCH_MINUTES", "1,4,10")
+        .split(',')
+        .filter_map(|m| m.trim().parse::<f64>().ok())
+        .collect();
+    // The other engines separate the first song too, from the PCM it is encoded from.
+    let song_pcm = std::env::temp_dir().join(format!("stemsep-bench-{}.f32", std::process::id()));
+    let reference_minutes = match (minutes.first(), seg.as_ref()) {
+        (Some(&m), Some(v)) => {
+            let sr = v["sample_rate"].as_u64().unwrap_or(44_100) as u32;
+            let (l, r) = synthetic_song(m * 60.0, sr);
+            let bytes: Vec<u8> = l.iter().chain(&r).flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(&song_pcm, bytes).ok().map(|_| m)
+        }
+        _ => None,
+    };
     let reference = python().and_then(|py| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/bench_ref.py");
-        let out = Command::new(py)
+        let mut command = Command::new(py);
+        command
             .arg(script)
             .arg(&model)
             .arg("--threads")
-            .arg(cfg.threads_per_segment.to_string())
-            .output()
-            .ok()?;
+            .arg(cfg.threads_per_segment.to_string());
+        if reference_minutes.is_some() {
+            command.arg("--song").arg(&song_pcm);
+        }
+        let out = command.output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines()
             .rev()
@@ -204,10 +226,30 @@ fn main() {
         ),
     }
 
-    for minutes in env_or("STEMSEP_BENCH_MINUTES", "1,4,10")
-        .split(',')
-        .filter_map(|m| m.trim().parse::<f64>().ok())
-    {
+    let _ = std::fs::remove_file(&song_pcm);
+    let reference_song = |key: &str| reference.as_ref().and_then(|r| r[key].as_f64());
+    if let Some(m) = reference_minutes {
+        for (name, key) in [
+            ("onnxruntime", "onnxruntime_song_s"),
+            ("PyTorch demucs", "pytorch_song_s"),
+        ] {
+            match reference_song(key) {
+                Some(s) => print!(
+                    "{m:>4} min song: {name} {s:.1} s, RTF {:.3}",
+                    s / (m * 60.0)
+                ),
+                None => print!("{m:>4} min song: {name} unavailable"),
+            }
+            match reference_song("onnxruntime_song_core_s") {
+                Some(core) if key.starts_with("onnx") => {
+                    println!(" (core {core:.1} s, numpy host side the rest)")
+                }
+                _ => println!(),
+            }
+        }
+    }
+
+    for minutes in minutes {
         match run_child(&["--child-song".into(), minutes.to_string()]) {
             Some(v) => {
                 let rtf = v["rtf"].as_f64().unwrap_or(f64::NAN);
@@ -219,12 +261,17 @@ fn main() {
                     v["peak_mib"],
                     v["model_loaded_peak_mib"]
                 );
-                if let Some(ort) = reference.as_ref().and_then(|r| r["onnxruntime_s"].as_f64()) {
-                    print!(
-                        "; onnxruntime core-only estimate RTF {:.3}, throughput ratio {:.2}",
-                        rtf * ort / per,
-                        ort / per
-                    );
+                let song_s = v["song_s"].as_f64().unwrap_or(f64::NAN);
+                if reference_minutes == Some(minutes) {
+                    for (name, key) in [
+                        ("onnxruntime", "onnxruntime_song_s"),
+                        ("onnxruntime core alone", "onnxruntime_song_core_s"),
+                        ("PyTorch demucs", "pytorch_song_s"),
+                    ] {
+                        if let Some(s) = reference_song(key) {
+                            print!("; throughput vs {name} {:.2}", s / song_s);
+                        }
+                    }
                 }
                 println!();
             }
