@@ -33,11 +33,16 @@ fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
 
 #[test]
 fn tiny_model_matches_apply_model_golden_stems() {
-    let config = EngineConfig {
-        threads_per_segment: 1,
-        segments_in_flight: 2,
-    };
-    matches_golden(&tiny().join("tiny.onnx"), &tiny().join("golden"), config);
+    // Segments side by side on one thread each, one segment on a pool, and side by side on
+    // pools of their own.
+    for (threads_per_segment, segments_in_flight) in [(1, 2), (2, 1), (4, 2)] {
+        let config = EngineConfig {
+            threads_per_segment,
+            segments_in_flight,
+        };
+        println!("{config:?}");
+        matches_golden(&tiny().join("tiny.onnx"), &tiny().join("golden"), config);
+    }
 }
 
 /// The same on a full-size htdemucs export, whose large products, convolutions and transposed
@@ -51,15 +56,19 @@ fn full_size_model_matches_apply_model_golden_stems() {
             .unwrap_or_else(|| panic!("set {name} (make bench-fidelity does)"))
             .into()
     };
-    let config = EngineConfig {
+    // The products shared out over two threads, and the default (segments side by side).
+    let pooled = EngineConfig {
         threads_per_segment: 2,
         segments_in_flight: 1,
     };
-    matches_golden(
-        &var("STEMSEP_FULLSIZE_MODEL"),
-        &var("STEMSEP_FULLSIZE_GOLDEN"),
-        config,
-    );
+    for config in [pooled, EngineConfig::default()] {
+        println!("{config:?}");
+        matches_golden(
+            &var("STEMSEP_FULLSIZE_MODEL"),
+            &var("STEMSEP_FULLSIZE_GOLDEN"),
+            config,
+        );
+    }
 }
 
 /// Separates `golden/mix.f32` with `model` and compares every stem with `golden/stems.f32`.

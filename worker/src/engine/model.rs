@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::prelude::multithread::Executor;
+use tract_onnx::tract_core::prelude::multithread::{multithread_tract_scope, Executor};
 
 use super::{EngineError, ModelInfo};
 
@@ -19,6 +19,8 @@ const FORMAT: &str = "1";
 /// A loaded, optimised, runnable core.
 pub struct Model {
     plan: Arc<TypedRunnableModel>,
+    /// The pool [`Model::run`] shares a segment's work out on (none for one thread).
+    pool: Option<Executor>,
     info: ModelInfo,
     /// Positions of the `mix` and `spec` inputs in the plan's input list.
     mix_input: usize,
@@ -37,8 +39,8 @@ pub struct CoreOutput {
 }
 
 impl Model {
-    /// Loads the ONNX file at `path` and plans it to run on a pool of `threads` threads (tract's
-    /// multithreaded matrix products; 1 = single-threaded).
+    /// Loads the ONNX file at `path` and plans it to run on a pool of `threads` threads (the
+    /// matrix products and convolutions; 1 = single-threaded).
     pub fn load(path: &Path, threads: usize) -> Result<Model, EngineError> {
         let err = |reason: String| EngineError::Model {
             path: path.display().to_string(),
@@ -111,15 +113,13 @@ impl Model {
         };
         let (freq_output, time_output) = (out(5)?, out(4)?);
 
-        let options = RunOptions {
-            executor: (threads > 1).then(|| Executor::multithread(threads)),
-            ..Default::default()
-        };
+        // The pool is chosen per run, not bound into the plan: see `run_on`.
         let plan = typed
-            .into_runnable_with_options(&options)
+            .into_runnable()
             .map_err(|e| err(format!("cannot plan: {e:#}")))?;
         Ok(Model {
             plan,
+            pool: (threads > 1).then(|| Executor::multithread(threads)),
             info,
             mix_input,
             spec_input,
@@ -133,10 +133,40 @@ impl Model {
         &self.info
     }
 
-    /// Runs the core on one segment: `mix` planar `[C][T]`, `spec` `[2C][bins][frames]`.
+    /// Runs the core on one segment, on the model's pool: `mix` planar `[C][T]`, `spec`
+    /// `[2C][bins][frames]`.
     pub fn run(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
-        let outputs = self.plan.run(self.inputs(mix, spec)?).map_err(inference)?;
+        let inputs = self.inputs(mix, spec)?;
+        let outputs = self.on_pool(|| self.plan.run(inputs)).map_err(inference)?;
         self.outputs(outputs)
+    }
+
+    /// Runs the core on one segment like [`Model::run`], on `executor` instead of the model's
+    /// pool: segments side by side each on their own share of the cores.
+    pub fn run_on(
+        &self,
+        executor: &Executor,
+        mix: Vec<f32>,
+        spec: Vec<f32>,
+    ) -> Result<CoreOutput, EngineError> {
+        let inputs = self.inputs(mix, spec)?;
+        let outputs = multithread_tract_scope(executor.clone(), || self.plan.run(inputs))
+            .map_err(inference)?;
+        self.outputs(outputs)
+    }
+
+    /// The size of the model's pool.
+    pub fn threads(&self) -> usize {
+        match &self.pool {
+            Some(Executor::MultiThread(pool)) => pool.current_num_threads(),
+            _ => 1,
+        }
+    }
+
+    /// `f` with the model's pool as tract's executor.
+    fn on_pool<R>(&self, f: impl FnOnce() -> R) -> R {
+        let pool = self.pool.clone().unwrap_or(Executor::SingleThread);
+        multithread_tract_scope(pool, f)
     }
 
     /// Runs one segment like [`Model::run`], timing every node of the optimised plan. For
@@ -144,17 +174,20 @@ impl Model {
     pub fn profile(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<Vec<NodeTime>, EngineError> {
         let mut times = Vec::new();
         let mut state = TypedSimpleState::new(&self.plan).map_err(inference)?;
-        let outputs = state
-            .run_plan_with_eval(self.inputs(mix, spec)?, |ctx, op_state, node, inputs| {
-                let started = std::time::Instant::now();
-                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                times.push(NodeTime {
-                    node: node.name.clone(),
-                    op: node.op().name().to_string(),
-                    info: node.op().info().unwrap_or_default().join("; "),
-                    time: started.elapsed(),
-                });
-                result
+        let inputs = self.inputs(mix, spec)?;
+        let outputs = self
+            .on_pool(|| {
+                state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                    let started = std::time::Instant::now();
+                    let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    times.push(NodeTime {
+                        node: node.name.clone(),
+                        op: node.op().name().to_string(),
+                        info: node.op().info().unwrap_or_default().join("; "),
+                        time: started.elapsed(),
+                    });
+                    result
+                })
             })
             .map_err(inference)?;
         self.outputs(outputs)?;
