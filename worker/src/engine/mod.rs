@@ -130,8 +130,8 @@ impl Default for SeparateOptions {
 /// How the engine uses the machine's cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Threads one segment's products and convolutions share out over (the model's pool).
-    /// Segments side by side each run on one of them, helped by any that are idle.
+    /// Threads one segment's products and convolutions share out over (the model's pool); with
+    /// several segments in flight, each gets its share of them.
     pub threads_per_segment: usize,
     /// Segments computed at the same time (each holds one segment's activations in memory:
     /// ~0.4 GB for full-size htdemucs).

@@ -113,6 +113,7 @@ impl Model {
         };
         let (freq_output, time_output) = (out(5)?, out(4)?);
 
+        // The pool is chosen per run, not bound into the plan: see `run_on`.
         let plan = typed
             .into_runnable()
             .map_err(|e| err(format!("cannot plan: {e:#}")))?;
@@ -140,13 +141,25 @@ impl Model {
         self.outputs(outputs)
     }
 
-    /// Runs the core on one segment like [`Model::run`], from inside the model's pool: segments
-    /// side by side, one per pool thread. Their products and convolutions still share out, so a
-    /// thread with nothing of its own (the last segment of a song) helps another's.
-    pub fn run_in_pool(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
+    /// Runs the core on one segment like [`Model::run`], on `executor` instead of the model's
+    /// pool: segments side by side each on their own share of the cores.
+    pub fn run_on(
+        &self,
+        executor: &Executor,
+        mix: Vec<f32>,
+        spec: Vec<f32>,
+    ) -> Result<CoreOutput, EngineError> {
+        let inputs = self.inputs(mix, spec)?;
+        let outputs = multithread_tract_scope(executor.clone(), || self.plan.run(inputs))
+            .map_err(inference)?;
+        self.outputs(outputs)
+    }
+
+    /// The size of the model's pool.
+    pub fn threads(&self) -> usize {
         match &self.pool {
-            Some(Executor::MultiThread(pool)) => pool.install(|| self.run(mix, spec)),
-            _ => self.run(mix, spec),
+            Some(Executor::MultiThread(pool)) => pool.current_num_threads(),
+            _ => 1,
         }
     }
 

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
+use tract_onnx::tract_core::prelude::multithread::Executor;
+
 use super::dsp::stft::{Stft, StftScratch};
 use super::model::Model;
 use super::EngineError;
@@ -126,6 +128,9 @@ pub fn separate(
     let (mean, std) = normalisation(mix);
     let n_chunks = chunking.count();
     let in_flight = in_flight.clamp(1, n_chunks.max(1));
+    // A segment alone runs on the model's pool; segments side by side share its threads out,
+    // each on a pool of its own (or its own thread).
+    let threads_each = model.threads() / in_flight;
 
     let next_index = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
@@ -140,6 +145,10 @@ pub fn separate(
                 (&next_index, &abort, &frontier, &chunking);
             scope.spawn(move || {
                 let mut scratch = stft.scratch();
+                let executor = (in_flight > 1).then(|| match threads_each {
+                    0 | 1 => Executor::SingleThread,
+                    n => Executor::multithread(n),
+                });
                 loop {
                     let i = next_index.fetch_add(1, Ordering::SeqCst);
                     if i >= n_chunks || abort.load(Ordering::SeqCst) {
@@ -158,7 +167,7 @@ pub fn separate(
                         return;
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        let segment = (i, in_flight > 1);
+                        let segment = (i, executor.as_ref());
                         run_chunk(
                             model,
                             stft,
@@ -292,7 +301,7 @@ fn run_chunk(
     mix: &[Vec<f32>],
     (mean, std): (f32, f32),
     chunking: &Chunking,
-    (i, side_by_side): (usize, bool),
+    (i, executor): (usize, Option<&Executor>),
     scratch: &mut StftScratch,
 ) -> Result<Vec<f32>, EngineError> {
     let info = model.info();
@@ -312,9 +321,9 @@ fn run_chunk(
     }
     let mut spec = vec![0.0f32; stft.spec_len(channels)];
     stft.forward_into(&u, channels, &mut spec, scratch);
-    let core = match side_by_side {
-        true => model.run_in_pool(u, spec)?,
-        false => model.run(u, spec)?,
+    let core = match executor {
+        None => model.run(u, spec)?,
+        Some(executor) => model.run_on(executor, u, spec)?,
     };
     let fail = |e: tract_onnx::prelude::TractError| EngineError::Inference(format!("{e:#}"));
     let freq_view = core.freq.try_as_plain_ram().map_err(fail)?;
