@@ -16,7 +16,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
-use super::spatial::{in_range, Geometry, SharedOut};
+use super::spatial::{in_range, per_channel, Geometry, SharedOut};
 
 /// Convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -154,10 +154,7 @@ impl EvalOp for ConvGemm {
             weights.len() == g.c_out * k,
             "ConvGemm: weights are not OIHW"
         );
-        let bias: Vec<f32> = match bias.len() {
-            1 => vec![bias.cast_to_scalar::<f32>()?; g.c_out],
-            _ => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-        };
+        let bias = per_channel(bias, g.c_out)?;
         let out_shape = self.conv.pool_spec.output_shape(x.shape())?.shape;
         // Safety: every element is written: bias first, then the product added.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };

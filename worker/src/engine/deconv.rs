@@ -15,7 +15,7 @@ use tract_onnx::tract_core::ops::cnn::{deconv, Deconv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
-use super::spatial::{in_range, Geometry, SharedOut};
+use super::spatial::{in_range, per_channel, Geometry, SharedOut};
 
 /// Transposed convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -168,10 +168,7 @@ impl EvalOp for DeconvGemm {
             weights.len() == c_out * c_in * taps,
             "DeconvGemm: weights are not OIHW"
         );
-        let bias: Vec<f32> = match bias.len() {
-            1 => vec![bias.cast_to_scalar::<f32>()?; c_out],
-            _ => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
-        };
+        let bias = per_channel(bias, c_out)?;
         let (x_view, w_view) = (x.try_as_plain_ram()?, weights.try_as_plain_ram()?);
         let (x, w) = (x_view.as_slice::<f32>()?, w_view.as_slice::<f32>()?);
         // Rows (o, tap), columns c: one product yields every tap of a block of channels.

@@ -69,6 +69,14 @@ impl Geometry {
     }
 }
 
+/// A convolution's bias as one value per output channel (ONNX allows a scalar).
+pub fn per_channel(bias: &Tensor, c_out: usize) -> TractResult<Vec<f32>> {
+    Ok(match bias.len() {
+        1 => vec![bias.cast_to_scalar::<f32>()?; c_out],
+        _ => bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
+    })
+}
+
 /// Of `run` indices `first + t·step` (t = 0, 1, …), the range of t that falls in `0..len`.
 pub fn in_range(first: isize, step: usize, run: usize, len: usize) -> (usize, usize) {
     let steps = |d: isize| (d.max(0) as usize).div_ceil(step);
