@@ -19,8 +19,8 @@ const FORMAT: &str = "1";
 /// A loaded, optimised, runnable core.
 pub struct Model {
     plan: Arc<TypedRunnableModel>,
-    /// The pool [`Model::run`] shares a segment's work out on (none for one thread).
-    pool: Option<Executor>,
+    /// The pool [`Model::run`] shares a segment's work out on.
+    pool: Executor,
     info: ModelInfo,
     /// Positions of the `mix` and `spec` inputs in the plan's input list.
     mix_input: usize,
@@ -119,7 +119,10 @@ impl Model {
             .map_err(|e| err(format!("cannot plan: {e:#}")))?;
         Ok(Model {
             plan,
-            pool: (threads > 1).then(|| Executor::multithread(threads)),
+            pool: match threads {
+                0 | 1 => Executor::SingleThread,
+                n => Executor::multithread(n),
+            },
             info,
             mix_input,
             spec_input,
@@ -136,9 +139,7 @@ impl Model {
     /// Runs the core on one segment, on the model's pool: `mix` planar `[C][T]`, `spec`
     /// `[2C][bins][frames]`.
     pub fn run(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
-        let inputs = self.inputs(mix, spec)?;
-        let outputs = self.on_pool(|| self.plan.run(inputs)).map_err(inference)?;
-        self.outputs(outputs)
+        self.run_on(&self.pool, mix, spec)
     }
 
     /// Runs the core on one segment like [`Model::run`], on `executor` instead of the model's
@@ -158,15 +159,9 @@ impl Model {
     /// The size of the model's pool.
     pub fn threads(&self) -> usize {
         match &self.pool {
-            Some(Executor::MultiThread(pool)) => pool.current_num_threads(),
+            Executor::MultiThread(pool) => pool.current_num_threads(),
             _ => 1,
         }
-    }
-
-    /// `f` with the model's pool as tract's executor.
-    fn on_pool<R>(&self, f: impl FnOnce() -> R) -> R {
-        let pool = self.pool.clone().unwrap_or(Executor::SingleThread);
-        multithread_tract_scope(pool, f)
     }
 
     /// Runs one segment like [`Model::run`], timing every node of the optimised plan. For
@@ -175,21 +170,20 @@ impl Model {
         let mut times = Vec::new();
         let mut state = TypedSimpleState::new(&self.plan).map_err(inference)?;
         let inputs = self.inputs(mix, spec)?;
-        let outputs = self
-            .on_pool(|| {
-                state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
-                    let started = std::time::Instant::now();
-                    let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    times.push(NodeTime {
-                        node: node.name.clone(),
-                        op: node.op().name().to_string(),
-                        info: node.op().info().unwrap_or_default().join("; "),
-                        time: started.elapsed(),
-                    });
-                    result
-                })
+        let outputs = multithread_tract_scope(self.pool.clone(), || {
+            state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                let started = std::time::Instant::now();
+                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                times.push(NodeTime {
+                    node: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    info: node.op().info().unwrap_or_default().join("; "),
+                    time: started.elapsed(),
+                });
+                result
             })
-            .map_err(inference)?;
+        })
+        .map_err(inference)?;
         self.outputs(outputs)?;
         Ok(times)
     }
