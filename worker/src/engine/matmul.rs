@@ -37,13 +37,12 @@ pub fn use_gemm(model: &mut TypedModel) -> TractResult<usize> {
         if let Some(op) = gemm_for(model, id)? {
             match bias_after(model, id)? {
                 // tract would fuse the add into its own product; unfused it is a pass over C.
-                Some(bias) => {
+                Some((add, bias)) => {
                     let mut patch = TypedModelPatch::default();
                     let mut inputs = patch.taps(model, &model.nodes[id].inputs)?;
                     inputs.push(patch.tap_model(model, bias)?);
-                    let succ = model.single_succ(id)?.context("bias add vanished")?.id;
                     let out = patch.wire_node(&model.nodes[id].name, op, &inputs)?;
-                    patch.shunt_outside(model, succ.into(), out[0])?;
+                    patch.shunt_outside(model, add.into(), out[0])?;
                     patch.apply(model)?;
                 }
                 None => model.nodes[id].op = Box::new(op),
@@ -54,9 +53,9 @@ pub fn use_gemm(model: &mut TypedModel) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// The constant that node `id`'s output is added to and nothing else, if it varies along one
-/// output axis at most (a bias), f32 and of the output's rank.
-fn bias_after(model: &TypedModel, id: usize) -> TractResult<Option<OutletId>> {
+/// The add node that node `id`'s output goes to and nothing else, with the constant it adds, if
+/// that varies along one output axis at most (a bias), is f32 and of the output's rank.
+fn bias_after(model: &TypedModel, id: usize) -> TractResult<Option<(usize, OutletId)>> {
     let output = OutletId::new(id, 0);
     if model.outputs.contains(&output) {
         return Ok(None);
@@ -79,7 +78,7 @@ fn bias_after(model: &TypedModel, id: usize) -> TractResult<Option<OutletId>> {
         && shape.len() == c_shape.len()
         && shape.iter().zip(c_shape).all(|(&s, &c)| s == 1 || s == c)
         && shape.iter().filter(|&&s| s != 1).count() <= 1;
-    Ok(fits.then_some(other))
+    Ok(fits.then_some((add.id, other)))
 }
 
 /// The [`Gemm`] that can stand in for node `id`, if it is a large plain f32 product.
@@ -292,7 +291,8 @@ impl EvalOp for Gemm {
 
 /// Writes `bias` (of `c`'s rank, varying along one axis at most) broadcast over all of `c`.
 fn fill_with(c: &mut Tensor, bias: &Tensor) -> TractResult<()> {
-    let values = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
+    let view = bias.try_as_plain_ram()?;
+    let values = view.as_slice::<f32>()?;
     let shape = c.shape().to_vec();
     let mut c = c.try_as_plain_ram_mut()?;
     let c = c.as_slice_mut::<f32>()?;
@@ -300,7 +300,7 @@ fn fill_with(c: &mut Tensor, bias: &Tensor) -> TractResult<()> {
         None => c.fill(values[0]),
         Some(axis) if axis + 1 == shape.len() => c
             .chunks_exact_mut(values.len())
-            .for_each(|row| row.copy_from_slice(&values)),
+            .for_each(|row| row.copy_from_slice(values)),
         Some(axis) => {
             let inner: usize = shape[axis + 1..].iter().product();
             for (run, out) in c.chunks_exact_mut(inner).enumerate() {
