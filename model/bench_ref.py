@@ -124,14 +124,13 @@ def read_song(path: Path, channels: int):
     return np.fromfile(path, dtype="<f4").reshape(channels, -1)
 
 
-def bench_onnxruntime_song(path: Path, threads: int, song: Path, channels: int) -> tuple[float, float]:
+def bench_onnxruntime_song(path: Path, threads: int, wav) -> dict[str, float]:
     """Seconds for the whole song, and the core's share of them."""
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import reference  # noqa: E402
 
-    wav = read_song(song, channels)
     core = reference.Core(path, threads)
     contract = reference.Contract(core.meta)
     run, in_core = core.run, [0.0]
@@ -145,20 +144,19 @@ def bench_onnxruntime_song(path: Path, threads: int, song: Path, channels: int) 
     core.run = timed
     t0 = time.perf_counter()
     reference.separate(contract, core, wav, dtype=np.float32)
-    return time.perf_counter() - t0, in_core[0]
+    return {"onnxruntime_song_s": round(time.perf_counter() - t0, 3), "onnxruntime_song_core_s": round(in_core[0], 3)}
 
 
-def bench_pytorch_song(meta: dict[str, str], threads: int, song: Path, channels: int) -> float:
+def bench_pytorch_song(meta: dict[str, str], threads: int, wav) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(threads)
     export, model = rebuild(meta)
     separator = export.separator_for(model)
-    wav = torch.from_numpy(read_song(song, channels))
     t0 = time.perf_counter()
     with torch.no_grad():
-        separator.separate_tensor(wav)
-    return time.perf_counter() - t0
+        separator.separate_tensor(torch.from_numpy(wav))
+    return {"pytorch_song_s": round(time.perf_counter() - t0, 3)}
 
 
 def main() -> int:
@@ -201,19 +199,16 @@ def main() -> int:
         except Exception as err:
             result["pytorch_error"] = f"{type(err).__name__}: {err}"
     if args.song:
-        result["song_seconds"] = read_song(args.song, args.song_channels).shape[1] / int(meta["stemsep.sample_rate"])
+        wav = read_song(args.song, args.song_channels)
+        result["song_seconds"] = wav.shape[1] / int(meta["stemsep.sample_rate"])
         for engine, bench in [
-            ("onnxruntime", lambda: bench_onnxruntime_song(args.onnx, args.threads, args.song, args.song_channels)),
-            ("pytorch", lambda: bench_pytorch_song(meta, args.threads, args.song, args.song_channels)),
+            ("onnxruntime", lambda: bench_onnxruntime_song(args.onnx, args.threads, wav)),
+            ("pytorch", lambda: bench_pytorch_song(meta, args.threads, wav)),
         ]:
             if result[f"{engine}_s"] is None:
                 continue
             try:
-                took = bench()
-                if engine == "onnxruntime":
-                    result["onnxruntime_song_s"], result["onnxruntime_song_core_s"] = (round(t, 3) for t in took)
-                else:
-                    result["pytorch_song_s"] = round(took, 3)
+                result.update(bench())
             except Exception as err:
                 result[f"{engine}_song_error"] = f"{type(err).__name__}: {err}"
     print(json.dumps(result))

@@ -14,7 +14,7 @@
 //!   ratio to each (>1: ours faster; the time of onnxruntime's core alone is the harder bar).
 //!
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
-//! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default 1).
+//! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default the engine's: 2 on 2 cores).
 
 use std::path::Path;
 use std::process::Command;
