@@ -141,7 +141,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     /// All cores, over two segments side by side when a song has two. One segment across two
     /// cores leaves one idle through tract's elementwise operators, which run on one thread; two
-    /// on one core each do not (song RTF 0.52 -> 0.46 on 2 cores, `make bench`).
+    /// on one core each do not (1-min song RTF 0.52 -> 0.49 on 2 cores, same `make bench` day).
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         EngineConfig {
