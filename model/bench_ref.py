@@ -7,7 +7,8 @@ Prints one JSON object on stdout:
   {"onnxruntime_s": <seconds or null>, "pytorch_s": <seconds or null>, ..., "<engine>_error": <why null>}
 With --song PCM (planar little-endian f32, --song-channels channels) it also separates that whole song once on
 each engine: onnxruntime through `reference.separate` (numpy float32 host side; the core's share reported apart
-as `onnxruntime_song_core_s`) and PyTorch through demucs' own `Separator.separate_tensor` (shifts 0, overlap
+as `onnxruntime_song_core_s`; and again with --threads segments side by side on one thread each,
+`onnxruntime_song_side_by_side_s`) and PyTorch through demucs' own `Separator.separate_tensor` (shifts 0, overlap
 0.25, as the worker runs it): `onnxruntime_song_s`, `pytorch_song_s`.
 onnxruntime times the ONNX core alone (the host STFT/iSTFT are a few ms), on the given graph and on the same
 weights exported in demucs' own layout; `onnxruntime_s` is the faster of the two. PyTorch times
@@ -144,7 +145,18 @@ def bench_onnxruntime_song(path: Path, threads: int, wav) -> dict[str, float]:
     core.run = timed
     t0 = time.perf_counter()
     reference.separate(contract, core, wav, dtype=np.float32)
-    return {"onnxruntime_song_s": round(time.perf_counter() - t0, 3), "onnxruntime_song_core_s": round(in_core[0], 3)}
+    result = {"onnxruntime_song_s": round(time.perf_counter() - t0, 3), "onnxruntime_song_core_s": round(in_core[0], 3)}
+
+    # Side by side, as our engine runs on 2 cores: `threads` segments at once, one intra-op thread each (one
+    # session, run concurrently; onnxruntime releases the GIL while it computes).
+    from concurrent.futures import ThreadPoolExecutor
+
+    single = reference.Core(path, 1)
+    with ThreadPoolExecutor(threads) as pool:
+        t0 = time.perf_counter()
+        reference.separate(contract, single, wav, dtype=np.float32, pool=pool)
+        result["onnxruntime_song_side_by_side_s"] = round(time.perf_counter() - t0, 3)
+    return result
 
 
 def bench_pytorch_song(meta: dict[str, str], threads: int, wav) -> dict[str, float]:

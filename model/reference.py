@@ -113,8 +113,11 @@ def separate_segment(c: Contract, core: Core, u: np.ndarray, dtype) -> np.ndarra
 
 
 def separate(c: Contract, core: Core, wav: np.ndarray, dtype=np.float64, acc=np.float32,
-             progress=None) -> np.ndarray:
-    """§4: the whole of Separator.separate_tensor. wav [C, L] float32 → stems [S, C, L] float32."""
+             progress=None, pool=None) -> np.ndarray:
+    """§4: the whole of Separator.separate_tensor. wav [C, L] float32 → stems [S, C, L] float32.
+
+    With `pool` (a concurrent.futures executor) the segments run through `pool.map`, several at once (the
+    benchmark's side-by-side run); it holds every segment's output until the overlap-add reaches it."""
     C, L = wav.shape
     ref = wav.astype(np.float64).mean(axis=0)
     mean = ref.mean()
@@ -127,7 +130,8 @@ def separate(c: Contract, core: Core, wav: np.ndarray, dtype=np.float64, acc=np.
     out = np.zeros((len(c.sources), C, L), dtype=acc)
     sum_weight = np.zeros(L, dtype=acc)
     offsets = range(0, L, c.stride)
-    for k, offset in enumerate(offsets):
+
+    def segment_at(offset: int) -> np.ndarray:
         length = min(L - offset, T)
         delta = T - length
         start = offset - delta // 2                   # TensorChunk.padded: centred, real neighbours
@@ -135,7 +139,11 @@ def separate(c: Contract, core: Core, wav: np.ndarray, dtype=np.float64, acc=np.
         a, b = max(start, 0), min(start + T, L)
         u[:, a - start:b - start] = mixn[:, a:b]
         y = separate_segment(c, core, u, dtype)
-        chunk = y[..., delta // 2: delta // 2 + length]  # center_trim
+        return y[..., delta // 2: delta // 2 + length]  # center_trim
+
+    chunks = pool.map(segment_at, offsets) if pool else map(segment_at, offsets)
+    for k, (offset, chunk) in enumerate(zip(offsets, chunks)):
+        length = chunk.shape[-1]
         out[..., offset:offset + length] += (weight[:length] * chunk).astype(acc)
         sum_weight[offset:offset + length] += weight[:length]
         if progress:

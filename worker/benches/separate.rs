@@ -12,7 +12,9 @@
 //! - the first song also separated by onnxruntime (the core, with `model/reference.py`'s numpy host
 //!   side) and PyTorch demucs (`Separator`), from the same PCM: their song RTFs; and by us the way
 //!   they run it, PCM in and stems in memory out, with our throughput ratio to each (>1: ours
-//!   faster; the time of onnxruntime's core alone is the harder bar). The MP3 songs add what the
+//!   faster; the time of onnxruntime's core alone is the harder bar). onnxruntime runs the song
+//!   twice: one segment at a time on all threads, and segments side by side on one thread each as
+//!   ours does; the ratio takes its faster run. The MP3 songs add what the
 //!   others do not do: decoding the MP3 and encoding four.
 //!
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
@@ -258,6 +260,10 @@ fn main() {
     if let Some(m) = reference_minutes {
         for (name, key) in [
             ("onnxruntime", "onnxruntime_song_s"),
+            (
+                "onnxruntime, segments side by side",
+                "onnxruntime_song_side_by_side_s",
+            ),
             ("PyTorch demucs", "pytorch_song_s"),
         ] {
             match reference_song(key) {
@@ -268,7 +274,7 @@ fn main() {
                 None => print!("{m:>4} min song: {name} unavailable"),
             }
             match reference_song("onnxruntime_song_core_s") {
-                Some(core) if key.starts_with("onnx") => {
+                Some(core) if key == "onnxruntime_song_s" => {
                     println!(" (core {core:.1} s, numpy host side the rest)")
                 }
                 _ => println!(),
@@ -302,12 +308,20 @@ fn main() {
                     song_s / (minutes * 60.0),
                     pcm["peak_mib"]
                 );
-                for (name, key) in [
-                    ("onnxruntime", "onnxruntime_song_s"),
-                    ("onnxruntime core alone", "onnxruntime_song_core_s"),
-                    ("PyTorch demucs", "pytorch_song_s"),
+                // onnxruntime is held to the faster of its two schedules.
+                let onnxruntime_best = ["onnxruntime_song_s", "onnxruntime_song_side_by_side_s"]
+                    .into_iter()
+                    .filter_map(&reference_song)
+                    .reduce(f64::min);
+                for (name, s) in [
+                    ("onnxruntime (its faster schedule)", onnxruntime_best),
+                    (
+                        "onnxruntime core alone",
+                        reference_song("onnxruntime_song_core_s"),
+                    ),
+                    ("PyTorch demucs", reference_song("pytorch_song_s")),
                 ] {
-                    if let Some(s) = reference_song(key) {
+                    if let Some(s) = s {
                         print!("; throughput vs {name} {:.2}", s / song_s);
                     }
                 }
