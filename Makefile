@@ -37,7 +37,8 @@ unit: corpus-excerpt
 
 ## bench: engine figures on a full-size random-init htdemucs export (made with model/export.py, which
 ## needs torch: pip install -r model/requirements.txt, and made again when export.py changes the graph),
-## then the load run on the tiny model. BENCH_MODEL=<file> benches another export as it is.
+## then the load run on the tiny model. BENCH_MODEL=<file> benches another export as it is;
+## BENCH_PYTHON=<python with model/requirements.txt> runs the onnxruntime/PyTorch comparison.
 RANDOM_MODEL := $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
 RANDOM_GOLDEN := $(HOME)/.cache/stemsep/models/htdemucs-random-golden
 BENCH_MODEL ?= $(RANDOM_MODEL)
