@@ -14,8 +14,8 @@
 //!   they run it, PCM in and stems in memory out, with our throughput ratio to each (>1: ours
 //!   faster; the time of onnxruntime's core alone is the harder bar). onnxruntime runs the song
 //!   twice: one segment at a time on all threads, and segments side by side on one thread each as
-//!   ours does; the ratio takes its faster run. The MP3 songs add what the
-//!   others do not do: decoding the MP3 and encoding four.
+//!   ours does; the ratio takes its faster run. The MP3 songs add what the others do not do:
+//!   decoding the MP3 and encoding four.
 //!
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
 //! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default the engine's: 2 on 2 cores).

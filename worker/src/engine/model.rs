@@ -38,6 +38,14 @@ pub struct CoreOutput {
     pub time: TValue,
 }
 
+/// A pool of `threads` threads to run segments on; no pool for one (or none).
+pub fn pool_of(threads: usize) -> Executor {
+    match threads {
+        0 | 1 => Executor::SingleThread,
+        n => Executor::multithread(n),
+    }
+}
+
 impl Model {
     /// Loads the ONNX file at `path` and plans it to run on a pool of `threads` threads (the
     /// matrix products and convolutions; 1 = single-threaded).
@@ -119,10 +127,7 @@ impl Model {
             .map_err(|e| err(format!("cannot plan: {e:#}")))?;
         Ok(Model {
             plan,
-            pool: match threads {
-                0 | 1 => Executor::SingleThread,
-                n => Executor::multithread(n),
-            },
+            pool: pool_of(threads),
             info,
             mix_input,
             spec_input,
@@ -154,6 +159,11 @@ impl Model {
         let outputs = multithread_tract_scope(executor.clone(), || self.plan.run(inputs))
             .map_err(inference)?;
         self.outputs(outputs)
+    }
+
+    /// The pool [`Model::run`] uses.
+    pub fn pool(&self) -> &Executor {
+        &self.pool
     }
 
     /// The size of the model's pool.

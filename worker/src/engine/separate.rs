@@ -22,7 +22,7 @@ use std::sync::{Condvar, Mutex};
 use tract_onnx::tract_core::prelude::multithread::Executor;
 
 use super::dsp::stft::{Stft, StftScratch};
-use super::model::Model;
+use super::model::{pool_of, Model};
 use super::EngineError;
 
 /// Where finished stem samples go, in song order.
@@ -153,10 +153,7 @@ pub fn separate(
                 (&next_index, &abort, &frontier, &chunking);
             scope.spawn(move || {
                 let mut scratch = stft.scratch();
-                let executor = (in_flight > 1).then(|| match threads_each {
-                    0 | 1 => Executor::SingleThread,
-                    n => Executor::multithread(n),
-                });
+                let own = (in_flight > 1).then(|| pool_of(threads_each));
                 loop {
                     let i = next_index.fetch_add(1, Ordering::SeqCst);
                     if i >= n_chunks || abort.load(Ordering::SeqCst) {
@@ -180,7 +177,11 @@ pub fn separate(
                         return;
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        let segment = (i, executor.as_ref().filter(|_| i >= solo));
+                        let executor = match &own {
+                            Some(own) if i >= solo => own,
+                            _ => model.pool(),
+                        };
+                        let segment = (i, executor);
                         run_chunk(
                             model,
                             stft,
@@ -314,7 +315,7 @@ fn run_chunk(
     mix: &[Vec<f32>],
     (mean, std): (f32, f32),
     chunking: &Chunking,
-    (i, executor): (usize, Option<&Executor>),
+    (i, executor): (usize, &Executor),
     scratch: &mut StftScratch,
 ) -> Result<Vec<f32>, EngineError> {
     let info = model.info();
@@ -334,10 +335,7 @@ fn run_chunk(
     }
     let mut spec = vec![0.0f32; stft.spec_len(channels)];
     stft.forward_into(&u, channels, &mut spec, scratch);
-    let core = match executor {
-        None => model.run(u, spec)?,
-        Some(executor) => model.run_on(executor, u, spec)?,
-    };
+    let core = model.run_on(executor, u, spec)?;
     let fail = |e: tract_onnx::prelude::TractError| EngineError::Inference(format!("{e:#}"));
     let freq_view = core.freq.try_as_plain_ram().map_err(fail)?;
     let time_view = core.time.try_as_plain_ram().map_err(fail)?;
