@@ -271,26 +271,48 @@ struct Mp3Sink<'a> {
 }
 
 impl StemSink for Mp3Sink<'_> {
+    /// Encodes the tracks side by side: at a song's end the last blocks would otherwise be encoded
+    /// one track after another on one core while the other cores, done with the model, idle.
     fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
-        for (track, writer) in &mut self.writers {
-            let mut mine = block
-                .iter()
-                .zip(self.tracks)
-                .filter(|(_, t)| *t == track)
-                .map(|(b, _)| b);
-            let Some(first) = mine.next() else {
-                // A model without an "other" source still yields a (silent) other.mp3.
-                let silence = vec![0.0; block[0][0].len()];
-                writer.push(&silence, &silence)?;
-                continue;
-            };
-            let (mut left, mut right) = (first[0].clone(), first[1].clone());
-            for extra in mine {
-                left.iter_mut().zip(&extra[0]).for_each(|(a, b)| *a += b);
-                right.iter_mut().zip(&extra[1]).for_each(|(a, b)| *a += b);
-            }
-            writer.push(&left, &right)?;
-        }
-        Ok(())
+        let tracks = self.tracks;
+        std::thread::scope(|scope| {
+            let encoders: Vec<_> = self
+                .writers
+                .iter_mut()
+                .map(|(track, writer)| scope.spawn(|| push_track(writer, *track, block, tracks)))
+                .collect();
+            encoders.into_iter().try_for_each(|e| {
+                e.join().unwrap_or_else(|_| {
+                    Err(EngineError::Encode(
+                        "internal error in the MP3 encoder".into(),
+                    ))
+                })
+            })
+        })
     }
+}
+
+/// Encodes the sum of `block`'s sources that go to `track` (silence when none does: a model
+/// without an "other" source still yields an other.mp3).
+fn push_track(
+    writer: &mut Mp3Writer,
+    track: Track,
+    block: &[Vec<Vec<f32>>],
+    tracks: &[Track],
+) -> Result<(), EngineError> {
+    let mut mine = block
+        .iter()
+        .zip(tracks)
+        .filter(|(_, t)| **t == track)
+        .map(|(b, _)| b);
+    let Some(first) = mine.next() else {
+        let silence = vec![0.0; block[0][0].len()];
+        return writer.push(&silence, &silence);
+    };
+    let (mut left, mut right) = (first[0].clone(), first[1].clone());
+    for extra in mine {
+        left.iter_mut().zip(&extra[0]).for_each(|(a, b)| *a += b);
+        right.iter_mut().zip(&extra[1]).for_each(|(a, b)| *a += b);
+    }
+    writer.push(&left, &right)
 }

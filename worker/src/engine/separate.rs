@@ -12,11 +12,14 @@
 //! normalises its own window), at most `in_flight` segments are between the workers and the
 //! overlap-add, and once the chunk at offset `o_i` is added every sample before `o_{i+1}` is final
 //! and is handed to the [`StemSink`] and dropped.
+//!
+//! The sink (the MP3 encoders) runs on a thread of its own, at most `in_flight` blocks behind the
+//! overlap-add, so a worker never waits on the encoder to be told it may start its next segment.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Condvar, Mutex};
 
 use tract_onnx::tract_core::prelude::multithread::Executor;
@@ -25,8 +28,8 @@ use super::dsp::stft::{Stft, StftScratch};
 use super::model::{pool_of, Model};
 use super::EngineError;
 
-/// Where finished stem samples go, in song order.
-pub trait StemSink {
+/// Where finished stem samples go, in song order (from a thread of their own).
+pub trait StemSink: Send {
     /// Takes the next samples of every stem: `block[s][c]` is source `s` (model order), channel
     /// `c`; all the same length.
     fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError>;
@@ -205,16 +208,26 @@ pub fn separate(
         }
         drop(tx);
 
-        let result = overlap_add(
+        let (block_tx, block_rx) = mpsc::sync_channel(in_flight);
+        let writer = scope.spawn(move || write_blocks(block_rx, sink, progress));
+        progress(0);
+        let added = overlap_add(
             &chunking,
             sources,
             channels,
             (mean, std),
             &rx,
             &frontier,
-            sink,
-            progress,
+            &block_tx,
         );
+        drop(block_tx);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(EngineError::Encode(
+                "internal error while writing the stems".into(),
+            ))
+        });
+        // A sink that failed stops the overlap-add, whose own error then only says so.
+        let result = written.and(added);
         if result.is_err() {
             abort.store(true, Ordering::SeqCst);
             frontier.1.notify_all();
@@ -224,9 +237,24 @@ pub fn separate(
     })
 }
 
-/// The consumer side: receives chunk outputs in any order, adds them in offset order, emits the
-/// finished prefix after each one.
-#[allow(clippy::too_many_arguments)]
+/// A finished block of every stem (`[S][C][n]`) and the song's progress once it is written.
+type Block = (Vec<Vec<Vec<f32>>>, u8);
+
+/// The sink's thread: writes blocks in order until the overlap-add hangs up or the sink fails.
+fn write_blocks(
+    blocks: Receiver<Block>,
+    sink: &mut dyn StemSink,
+    progress: &(dyn Fn(u8) + Sync),
+) -> Result<(), EngineError> {
+    for (block, percent) in blocks {
+        sink.push(&block)?;
+        progress(percent);
+    }
+    Ok(())
+}
+
+/// The consumer side: receives chunk outputs in any order, adds them in offset order, sends the
+/// finished prefix on to the sink's thread after each one.
 fn overlap_add(
     chunking: &Chunking,
     sources: usize,
@@ -234,8 +262,7 @@ fn overlap_add(
     (mean, std): (f32, f32),
     rx: &mpsc::Receiver<(usize, Result<Vec<f32>, EngineError>)>,
     frontier: &(Mutex<usize>, Condvar),
-    sink: &mut dyn StemSink,
-    progress: &(dyn Fn(u8) + Sync),
+    blocks: &SyncSender<Block>,
 ) -> Result<(), EngineError> {
     let n_chunks = chunking.count();
     let planes = sources * channels;
@@ -245,7 +272,6 @@ fn overlap_add(
     let mut base = 0usize;
     let mut pending: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
     let mut next = 0usize;
-    progress(0);
     while next < n_chunks {
         let (i, result) = rx
             .recv()
@@ -300,8 +326,9 @@ fn overlap_add(
             }
             wsum.drain(..k);
             base = done;
-            sink.push(&block)?;
-            progress(((next * 100) / n_chunks) as u8);
+            blocks
+                .send((block, ((next * 100) / n_chunks) as u8))
+                .map_err(|_| EngineError::Encode("the stem writer stopped early".into()))?;
         }
     }
     Ok(())
