@@ -34,7 +34,7 @@ fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
 #[test]
 fn tiny_model_matches_apply_model_golden_stems() {
     // Segments side by side on one thread each, one segment on a pool, side by side on pools of
-    // their own, and (4 chunks, 3 in flight) one alone on the pool before three side by side.
+    // their own, and (4 chunks, 3 in flight) the leftover one alongside the first three.
     for (threads_per_segment, segments_in_flight) in [(1, 2), (2, 1), (4, 2), (2, 3)] {
         let config = EngineConfig {
             threads_per_segment,

@@ -134,7 +134,8 @@ pub struct EngineConfig {
     /// several segments in flight, each gets its share of them.
     pub threads_per_segment: usize,
     /// Segments computed at the same time (each holds one segment's activations in memory:
-    /// ~0.4 GB for full-size htdemucs).
+    /// ~0.4 GB for full-size htdemucs). A song whose segment count this does not divide opens
+    /// with the leftover ones alongside: up to `2·n - 1` for its first segments.
     pub segments_in_flight: usize,
 }
 

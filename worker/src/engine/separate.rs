@@ -9,9 +9,9 @@
 //!    the summed weights, de-normalise.
 //!
 //! Memory stays flat in the song length: the normalised mix is never materialised (each segment
-//! normalises its own window), at most `in_flight` segments are between the workers and the
-//! overlap-add, and once the chunk at offset `o_i` is added every sample before `o_{i+1}` is final
-//! and is handed to the [`StemSink`] and dropped.
+//! normalises its own window), at most `in_flight` segments (`2·in_flight - 1` while a song opens)
+//! are between the workers and the overlap-add, and once the chunk at offset `o_i` is added every
+//! sample before `o_{i+1}` is final and is handed to the [`StemSink`] and dropped.
 //!
 //! The sink (the MP3 encoders) runs on a thread of its own, at most `in_flight` blocks behind the
 //! overlap-add, so a worker never waits on the encoder to be told it may start its next segment.
@@ -28,7 +28,7 @@ use super::dsp::stft::{Stft, StftScratch};
 use super::model::{pool_of, Model};
 use super::EngineError;
 
-/// Where finished stem samples go, in song order (from a thread of their own).
+/// Where finished stem samples go, in song order; pushed to from a thread of its own.
 pub trait StemSink: Send {
     /// Takes the next samples of every stem: `block[s][c]` is source `s` (model order), channel
     /// `c`; all the same length.
@@ -111,7 +111,8 @@ pub fn normalisation(mix: &[Vec<f32>]) -> (f32, f32) {
 }
 
 /// Separates `mix` (planar, at the model's rate and channel count) into the model's sources,
-/// streaming the result to `sink`, with up to `in_flight` segments computed in parallel.
+/// streaming the result to `sink`, with `in_flight` segments computed in parallel (and the
+/// `n % in_flight` a song's `n` segments leave over alongside its first ones).
 pub fn separate(
     model: &Model,
     stft: &Stft,
@@ -135,28 +136,28 @@ pub fn separate(
     // each on a pool of its own (or its own thread).
     let threads_each = model.threads() / in_flight;
     // Left to the end, the `n_chunks % in_flight` odd segments would run on one share of the
-    // cores while the other shares idle (1 of 11 on a 1-min song: a tenth of its time). They run
-    // first instead, one at a time on the model's whole pool.
-    let solo = if in_flight > 1 {
-        n_chunks % in_flight
-    } else {
-        0
-    };
+    // cores while the other shares idle (1 of 11 on a 1-min song: a tenth of its time). Alone on
+    // the whole pool they still leave cores idle through tract's one-thread elementwise operators
+    // (4.0 s against 2.8 s per segment side by side). So they open the song together with the
+    // first `in_flight`, each on its share of the cores, and the OS shares the cores out.
+    let extra = n_chunks % in_flight;
+    let opening = in_flight + extra;
 
     let next_index = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    // Index of the next chunk the overlap-add needs; workers stay within `in_flight` of it.
+    // Index of the next chunk the overlap-add needs; past the opening chunks, workers stay within
+    // `in_flight` of it.
     let frontier = (Mutex::new(0usize), Condvar::new());
     let (tx, rx) = mpsc::channel::<(usize, Result<Vec<f32>, EngineError>)>();
 
     std::thread::scope(|scope| {
-        for _ in 0..in_flight {
+        for _ in 0..opening {
             let tx = tx.clone();
             let (next_index, abort, frontier, chunking) =
                 (&next_index, &abort, &frontier, &chunking);
             scope.spawn(move || {
                 let mut scratch = stft.scratch();
-                let own = (in_flight > 1).then(|| pool_of(threads_each));
+                let own = (opening > 1).then(|| pool_of(threads_each));
                 loop {
                     let i = next_index.fetch_add(1, Ordering::SeqCst);
                     if i >= n_chunks || abort.load(Ordering::SeqCst) {
@@ -167,11 +168,7 @@ pub fn separate(
                         let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
                         let _g = cv
                             .wait_while(guard, |f| {
-                                let ready = if i < solo {
-                                    *f == i
-                                } else {
-                                    *f >= solo && i < *f + in_flight
-                                };
+                                let ready = i < opening || i < *f + in_flight;
                                 !ready && !abort.load(Ordering::SeqCst)
                             })
                             .unwrap_or_else(|p| p.into_inner());
@@ -180,11 +177,7 @@ pub fn separate(
                         return;
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        let executor = match &own {
-                            Some(own) if i >= solo => own,
-                            _ => model.pool(),
-                        };
-                        let segment = (i, executor);
+                        let segment = (i, own.as_ref().unwrap_or(model.pool()));
                         run_chunk(
                             model,
                             stft,
