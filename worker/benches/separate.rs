@@ -73,14 +73,25 @@ fn child_segment(model: &Path, cfg: EngineConfig) {
     );
 }
 
+/// The model loaded, the peak RSS (MiB) loading it took, and a synthetic song of `minutes` at the
+/// model's rate.
+fn separator_and_song(
+    model: &Path,
+    cfg: EngineConfig,
+    minutes: f64,
+) -> (Separator, f64, (Vec<f32>, Vec<f32>)) {
+    let separator = Separator::load_with(model, cfg).expect("model loads");
+    let loaded_peak = memory_mib().0;
+    let song = synthetic_song(minutes * 60.0, separator.info().sample_rate);
+    (separator, loaded_peak, song)
+}
+
 /// Child: the first song as the other engines take it, PCM in and stems in memory out (no MP3
 /// decode or encode), so the throughput ratios compare the same work.
 fn child_song_pcm(model: &Path, cfg: EngineConfig, minutes: f64) {
-    let separator = Separator::load_with(model, cfg).expect("model loads");
-    let sample_rate = separator.info().sample_rate;
-    let (l, r) = synthetic_song(minutes * 60.0, sample_rate);
+    let (separator, _, (l, r)) = separator_and_song(model, cfg, minutes);
     let audio = PlanarAudio {
-        sample_rate,
+        sample_rate: separator.info().sample_rate,
         channels: vec![l, r],
     };
     let t = Instant::now();
@@ -96,10 +107,8 @@ fn child_song_pcm(model: &Path, cfg: EngineConfig, minutes: f64) {
 
 /// Child: a whole synthetic song of `minutes` through separate_mp3.
 fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
-    let separator = Separator::load_with(model, cfg).expect("model loads");
+    let (separator, loaded_peak, (l, r)) = separator_and_song(model, cfg, minutes);
     let info = separator.info().clone();
-    let (loaded_peak, _) = memory_mib();
-    let (l, r) = synthetic_song(minutes * 60.0, info.sample_rate);
     let mp3 = encode_mp3(&l, &r, info.sample_rate, 192).unwrap();
     drop((l, r));
     let stride = (0.75 * info.segment_samples as f64) as usize;
@@ -287,47 +296,50 @@ fn main() {
             Some(v) => {
                 let rtf = v["rtf"].as_f64().unwrap_or(f64::NAN);
                 let per = v["per_segment_s"].as_f64().unwrap_or(f64::NAN);
-                print!(
+                println!(
                     "{minutes:>4} min song, MP3 in and 4 MP3s out: {:.1} s, RTF {rtf:.3}, {} segments, {per:.2} s/segment, peak RSS {} MiB (model loaded {} MiB)",
                     v["song_s"].as_f64().unwrap_or(f64::NAN),
                     v["segments"],
                     v["peak_mib"],
                     v["model_loaded_peak_mib"]
                 );
-                println!();
-                if reference_minutes != Some(minutes) {
-                    continue;
+                if reference_minutes == Some(minutes) {
+                    song_pcm_against_references(minutes, &reference_song);
                 }
-                let Some(pcm) = run_child(&["--child-song-pcm".into(), minutes.to_string()]) else {
-                    println!("{minutes:>4} min song, PCM in and out: failed");
-                    continue;
-                };
-                let song_s = pcm["song_s"].as_f64().unwrap_or(f64::NAN);
-                print!(
-                    "{minutes:>4} min song, PCM in and out as the others run it: {song_s:.1} s, RTF {:.3}, peak RSS {} MiB",
-                    song_s / (minutes * 60.0),
-                    pcm["peak_mib"]
-                );
-                // onnxruntime is held to the faster of its two schedules.
-                let onnxruntime_best = ["onnxruntime_song_s", "onnxruntime_song_side_by_side_s"]
-                    .into_iter()
-                    .filter_map(&reference_song)
-                    .reduce(f64::min);
-                for (name, s) in [
-                    ("onnxruntime (its faster schedule)", onnxruntime_best),
-                    (
-                        "onnxruntime core alone",
-                        reference_song("onnxruntime_song_core_s"),
-                    ),
-                    ("PyTorch demucs", reference_song("pytorch_song_s")),
-                ] {
-                    if let Some(s) = s {
-                        print!("; throughput vs {name} {:.2}", s / song_s);
-                    }
-                }
-                println!();
             }
             None => println!("{minutes} min song: failed"),
         }
     }
+}
+
+/// The first song again, PCM in and out as the other engines ran it, and the throughput ratios
+/// against them; onnxruntime is held to the faster of its two schedules.
+fn song_pcm_against_references(minutes: f64, reference_song: &dyn Fn(&str) -> Option<f64>) {
+    let Some(pcm) = run_child(&["--child-song-pcm".into(), minutes.to_string()]) else {
+        println!("{minutes:>4} min song, PCM in and out: failed");
+        return;
+    };
+    let song_s = pcm["song_s"].as_f64().unwrap_or(f64::NAN);
+    print!(
+        "{minutes:>4} min song, PCM in and out as the others run it: {song_s:.1} s, RTF {:.3}, peak RSS {} MiB",
+        song_s / (minutes * 60.0),
+        pcm["peak_mib"]
+    );
+    let onnxruntime_best = ["onnxruntime_song_s", "onnxruntime_song_side_by_side_s"]
+        .into_iter()
+        .filter_map(reference_song)
+        .reduce(f64::min);
+    for (name, s) in [
+        ("onnxruntime (its faster schedule)", onnxruntime_best),
+        (
+            "onnxruntime core alone",
+            reference_song("onnxruntime_song_core_s"),
+        ),
+        ("PyTorch demucs", reference_song("pytorch_song_s")),
+    ] {
+        if let Some(s) = s {
+            print!("; throughput vs {name} {:.2}", s / song_s);
+        }
+    }
+    println!();
 }
