@@ -30,7 +30,10 @@ pub struct Metrics {
     pub jobs_reaped: IntCounterVec,
     /// Callbacks by outcome (`delivered`, `refused`, `failed`).
     pub callbacks: IntCounterVec,
-    /// Wall time of one model segment, in seconds (the interval between progress reports).
+    /// Wall time of one model segment, in seconds: the interval between progress reports. With
+    /// segments side by side single intervals are uneven (the first spans the song's opening
+    /// segments, the ones finished with it follow at once); their mean is the song's time per
+    /// segment.
     pub segment_seconds: Histogram,
     /// Wall time of one job from claim to acknowledgement, in seconds.
     pub job_seconds: Histogram,
