@@ -405,6 +405,40 @@ mod tests {
         assert_eq!(w, [1.0 / 3.0, 2.0 / 3.0, 1.0, 2.0 / 3.0, 1.0 / 3.0]);
     }
 
+    /// Takes one block, then fails as a full disk would.
+    struct FailingSink {
+        pushed: usize,
+    }
+
+    impl StemSink for FailingSink {
+        fn push(&mut self, _: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
+            self.pushed += 1;
+            match self.pushed {
+                1 => Ok(()),
+                _ => Err(EngineError::Encode("disk full".into())),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_sink_stops_the_song_with_its_own_error() {
+        let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tiny/tiny.onnx");
+        let model = Model::load(&tiny, 1).unwrap();
+        let info = model.info().clone();
+        let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).unwrap();
+        // Seven segments: the sink fails while most are still to come.
+        let n = 5 * info.segment_samples;
+        let tone: Vec<f32> = (0..n).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
+        let mut sink = FailingSink { pushed: 0 };
+        let err = separate(&model, &stft, &[tone.clone(), tone], 2, &mut sink, &|_| {})
+            .expect_err("the sink's failure ends the song");
+        assert!(
+            matches!(&err, EngineError::Encode(m) if m == "disk full"),
+            "the sink's own error comes back, got: {err}"
+        );
+        assert_eq!(sink.pushed, 2, "nothing is pushed after the failure");
+    }
+
     #[test]
     fn normalisation_is_unbiased() {
         let (m, s) = normalisation(&[vec![1.0, 2.0, 3.0], vec![1.0, 2.0, 3.0]]);
