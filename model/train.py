@@ -141,6 +141,9 @@ def main() -> None:
     ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clip (guards against spikes)")
     ap.add_argument("--monitor", type=int, default=0,
                     help="every this many steps, print the SDR on 32 fixed held-out excerpts (0: never)")
+    ap.add_argument("--segment", type=float,
+                    help="seconds per excerpt, and the exported model's segment (a new or --init run; "
+                         "default: the --init checkpoint's, else 1)")
     ap.add_argument("--channels", type=int, default=DEMO_KWARGS["channels"],
                     help="width of the first layer (doubles at each of the 4 levels)")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +157,14 @@ def main() -> None:
     # A resumed or initialised run keeps its checkpoint's architecture, whatever --channels says.
     start_from = ckpt_path if ckpt_path.exists() else args.init
     ckpt = torch.load(start_from, weights_only=False) if start_from else None
-    kwargs = ckpt["kwargs"] if ckpt else dict(DEMO_KWARGS, channels=args.channels)
+    kwargs = dict(ckpt["kwargs"]) if ckpt else dict(DEMO_KWARGS, channels=args.channels)
+    if args.segment is not None:
+        # No weight depends on the segment (sinusoidal position embeddings), so an --init run may
+        # change it; a resumed one would change the run under its own schedule.
+        if ckpt_path.exists() and float(kwargs["segment"]) != args.segment:
+            sys.exit(f"{ckpt_path} was trained on {float(kwargs['segment'])} s segments: "
+                     "resume without --segment, or start another --workdir with --init")
+        kwargs["segment"] = args.segment
     model = HTDemucs(sources=SOURCES, **kwargs)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, losses = 0, []
