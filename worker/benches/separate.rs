@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use stemsep_worker::engine::audio::encode::encode_mp3;
 use stemsep_worker::engine::audio::PlanarAudio;
 use stemsep_worker::engine::model::Model;
+use stemsep_worker::engine::separate::Chunking;
 use stemsep_worker::{EngineConfig, SeparateOptions, Separator};
 
 mod support;
@@ -111,9 +112,8 @@ fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
     let info = separator.info().clone();
     let mp3 = encode_mp3(&l, &r, info.sample_rate, 192).unwrap();
     drop((l, r));
-    let stride = (0.75 * info.segment_samples as f64) as usize;
     let samples = (minutes * 60.0 * info.sample_rate as f64) as usize;
-    let segments = samples.div_ceil(stride);
+    let segments = Chunking::new(samples, info.segment_samples, info.overlap).count();
     let opts = SeparateOptions {
         max_duration: Duration::from_secs(3600),
         ..Default::default()
