@@ -35,6 +35,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,6 +106,20 @@ def sdr_loss(estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
     return -source_sdr(estimate, stems).mean()
 
 
+def onnx_checkpoint(path: Path) -> dict:
+    """The kwargs and weights of an export of a DEMO_KWARGS-shaped model (any width and segment), e.g. the
+    committed model/default/htdemucs.onnx, as a checkpoint's --init would give them (onnx_weights.py)."""
+    import onnx_weights
+
+    channels = int(onnx_weights.initializers(path)["m.encoder.0.conv.weight"].shape[0])
+    kwargs = dict(DEMO_KWARGS, channels=channels, segment=onnx_weights.segment_seconds(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = onnx_weights.load(path, kwargs, SOURCES, Path(tmp))
+        error = onnx_weights.round_trip_error(model, path, Path(tmp))
+    print(f"{path}: weights read back from the export (round trip {error:.1e})", flush=True)
+    return {"kwargs": kwargs, "state": model.state_dict()}
+
+
 def learning_rate(step: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -134,7 +149,8 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     ap.add_argument("--init", type=Path,
                     help="start from this checkpoint's weights (fresh optimizer and schedule), e.g. to "
-                         "continue a run with another segment length or learning rate")
+                         "continue a run with another segment length or learning rate; an .onnx export "
+                         "of this script's architecture, e.g. model/default/htdemucs.onnx, also works")
     ap.add_argument("--loss", choices=["l1", "mse", "sdr"], default="sdr",
                     help="sdr: minus the per-source SDR (default); l1, mse: demucs' waveform losses "
                          "(see the docstring for why the default departs from them)")
@@ -156,7 +172,10 @@ def main() -> None:
     ckpt_path = args.workdir / "checkpoint.pt"
     # A resumed or initialised run keeps its checkpoint's architecture, whatever --channels says.
     start_from = ckpt_path if ckpt_path.exists() else args.init
-    ckpt = torch.load(start_from, weights_only=False) if start_from else None
+    if start_from and start_from.suffix == ".onnx":
+        ckpt = onnx_checkpoint(start_from)
+    else:
+        ckpt = torch.load(start_from, weights_only=False) if start_from else None
     kwargs = dict(ckpt["kwargs"]) if ckpt else dict(DEMO_KWARGS, channels=args.channels)
     if args.segment is not None:
         # No weight depends on the segment (sinusoidal position embeddings), so an --init run may
