@@ -79,8 +79,10 @@ class Corpus:
         return torch.from_numpy(out)
 
 
-def augment(stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """demucs.augment's FlipChannels, FlipSign, Scale(0.25, 1.25) and Remix(group_size=batch), per source."""
+def augment(stems: torch.Tensor, rng: np.random.Generator, together: list[int] = ()) -> torch.Tensor:
+    """demucs.augment's FlipChannels, FlipSign, Scale(0.25, 1.25) and Remix(group_size=batch), per source.
+
+    The sources in `together` are remixed as one: they stay from the same excerpt."""
     batch, sources = stems.shape[:2]
     swap = torch.from_numpy(rng.random((batch, sources)) < 0.5)
     stems = torch.where(swap[..., None, None], stems.flip(2), stems)
@@ -88,7 +90,9 @@ def augment(stems: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     gain = torch.from_numpy(rng.uniform(0.25, 1.25, size=(batch, sources, 1, 1)).astype(np.float32))
     stems = stems * sign * gain
     # Each source comes from an independently shuffled batch item: new mixtures from the same stems.
-    perm = torch.from_numpy(np.stack([rng.permutation(batch) for _ in range(sources)], axis=1))
+    perm = np.stack([rng.permutation(batch) for _ in range(sources)], axis=1)
+    perm[:, list(together)] = perm[:, together[:1]]
+    perm = torch.from_numpy(perm)
     return stems[perm, torch.arange(sources)[None, :]]
 
 
@@ -162,6 +166,13 @@ def main() -> None:
                          "default: the --init checkpoint's, else 1)")
     ap.add_argument("--channels", type=int, default=DEMO_KWARGS["channels"],
                     help="width of the first layer (doubles at each of the 4 levels)")
+    ap.add_argument("--coherent-lead", action="store_true",
+                    help="remix drums and bass across the batch but keep each excerpt's vocals and other "
+                         "together: the lead is the part above the others in the same song (corpus.py), "
+                         "which a lead from one song over another song's parts would not teach")
+    ap.add_argument("--bf16", action="store_true",
+                    help="products in bfloat16 (torch.autocast), on CPUs with AVX512-BF16 or AMX; the "
+                         "weights, norms and the loss stay float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
@@ -204,16 +215,18 @@ def main() -> None:
     if args.monitor:
         # A fixed set of held-out excerpts, only watched (never used to pick a checkpoint or tune the run).
         monitor = Corpus(args.corpus, corpus.length, "test").excerpts(np.random.default_rng(1234), 32)
+    together = [SOURCES.index("other"), SOURCES.index("vocals")] if args.coherent_lead else []
     model.train()
     started = time.time()
     last = min(args.steps, args.stop_after or args.steps)
     while step < last:
         rng = np.random.default_rng([args.seed, step])
-        stems = augment(corpus.excerpts(rng, args.batch), rng)
+        stems = augment(corpus.excerpts(rng, args.batch), rng, together)
         mix = stems.sum(1)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
-        estimate = model(mix)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            estimate = model(mix).float()
         loss = {"l1": F.l1_loss, "mse": F.mse_loss, "sdr": sdr_loss}[args.loss](estimate, stems)
         opt.zero_grad()
         loss.backward()
