@@ -66,6 +66,7 @@ BASS_PROGRAMS = range(32, 40)
 # GM 113-128 are percussive and sound effects: never a lead, always "other".
 LEAD_PROGRAMS = range(0, 112)
 PEAK = 10 ** (-1 / 20)
+SILENT_DBFS = -90.0  # a held-out stem quieter than this over the whole render is taken as absent
 # Held-out songs: varied tempo, style and instrumentation, each with drums, bass, a lead and other parts.
 TEST_SONGS = [
     "be_sharp_bw_redfarn", "midnight_snow_run", "say_what_redfarn", "the_fast_route",
@@ -322,6 +323,12 @@ def main() -> None:
         print(f"{facts['split']:5} {facts['song']:26} {facts['seconds']:7.1f} s  lead ch {facts['lead_channel']}"
               f" {facts['programs']['vocals']}  rms {facts['rms_dbfs']}")
     manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+    # SDR against a silent reference says nothing (freedoom2_dm2ttl's empty bass scores -113 dB): a
+    # held-out render must have every stem.
+    silent = [f"{f['song']} {stem} ({db} dBFS)" for f in rendered if f["split"] == "test"
+              for stem, db in f["rms_dbfs"].items() if db < SILENT_DBFS]
+    if silent:
+        sys.exit(f"held-out renders with a silent stem, which make eval cannot score: {', '.join(silent)}")
 
 
 if __name__ == "__main__":
