@@ -169,7 +169,8 @@ def main() -> None:
     ap.add_argument("--coherent-lead", action="store_true",
                     help="remix drums and bass across the batch but keep each excerpt's vocals and other "
                          "together: the lead is the part above the others in the same song (corpus.py), "
-                         "which a lead from one song over another song's parts would not teach")
+                         "which a lead from one song over another song's parts would not teach; "
+                         "measured worse for vocals and other, model/README.md section 7")
     ap.add_argument("--bf16", action="store_true",
                     help="products in bfloat16 (torch.autocast), on CPUs with AVX512-BF16 or AMX; the "
                          "weights, norms and the loss stay float32")
