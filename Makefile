@@ -74,7 +74,9 @@ system-deps:
 BASELINE ?= model/tiny/tiny.onnx
 eval: corpus-deps py-deps $(CORPUS)/test/.rendered
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=<file.onnx>" >&2; exit 2; }
-	cargo build -p stemsep-worker --bin evaluate
+	@# The same build as `make build` and `make test`: -p stemsep-worker alone unifies the dependencies'
+	@# features differently and rebuilds them all (~10 min cold on 2 cores).
+	cargo build --workspace --bins
 	"$(CARGO_TARGET_DIR)/debug/evaluate" --corpus "$(CORPUS)" --model "$(MODEL)" --baseline "$(BASELINE)"
 
 $(CORPUS)/test/.rendered: model/corpus.py
