@@ -36,6 +36,7 @@ SOURCES = ["drums", "bass", "other", "vocals"]
 FORMAT_VERSION = 1
 OPSET = 17
 OVERLAP = 0.25
+ATTN_BLOCK = 192  # query rows per BlockedAttention block (see its docstring for the measurements)
 
 # Constructor kwargs stored in the official htdemucs checkpoint (hybrid_transformer/955717e8-8726e21a.th,
 # pkg["kwargs"]); every key not listed equals HTDemucs' default. Used only for --random-init, which must
@@ -432,6 +433,17 @@ class Core(nn.Module):
         return x, xt
 
 
+def exported_core(model: HTDemucs, demucs_layout: bool = False, attn_block: int = ATTN_BLOCK,
+                  stable_norms: bool = False) -> Core:
+    """The Core this script exports: by default with RowDConvs and BlockedAttention, which tract runs faster.
+
+    stable_norms is off by default: the short-run GroupNorms cost tract ~25 % more time per segment
+    (htdemucs, measured 13.8 s vs 11.0 s single-threaded) for 3e-5 -> 1e-6 relative error in already
+    inaudible places."""
+    rewritten = model if demucs_layout else with_blocked_attention(with_row_dconvs(model), attn_block)
+    return Core(with_stable_norms(rewritten) if stable_norms else rewritten).eval()
+
+
 def facts(model: HTDemucs, name: str, version: str) -> dict[str, str]:
     """The stemsep.* metadata; every value a string, as ONNX metadata_props requires."""
     if not (model.cac and model.use_train_segment and model.wiener_iters == 0):
@@ -656,7 +668,7 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     ap.add_argument("--demucs-layout", action="store_true",
                     help="keep demucs' layout: no RowDConv, no BlockedAttention (tract runs it slower)")
-    ap.add_argument("--attn-block", type=int, default=192,
+    ap.add_argument("--attn-block", type=int, default=ATTN_BLOCK,
                     help="query rows per attention block (not with --demucs-layout)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
@@ -666,10 +678,7 @@ def main() -> None:
     model, name, version = build_model(args)
     meta = facts(model, name, version)
     core = Core(model).eval()
-    # Off by default: the short-run GroupNorms cost tract ~25 % more time per segment (htdemucs, measured
-    # 13.8 s vs 11.0 s single-threaded) for 3e-5 -> 1e-6 relative error in already inaudible places.
-    rewritten = model if args.demucs_layout else with_blocked_attention(with_row_dconvs(model), args.attn_block)
-    exported = Core(with_stable_norms(rewritten) if args.stable_norms else rewritten).eval()
+    exported = exported_core(model, args.demucs_layout, args.attn_block, args.stable_norms)
     mix, spec = example_inputs(model, args.seed)
     print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
           f"params {sum(p.numel() for p in model.parameters()):,}")

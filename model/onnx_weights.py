@@ -29,8 +29,7 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export import (Core, example_inputs, export_onnx, facts,  # noqa: E402
-                    with_blocked_attention, with_row_dconvs)
+from export import example_inputs, export_onnx, exported_core, facts  # noqa: E402
 
 from demucs.htdemucs import HTDemucs  # noqa: E402
 
@@ -49,9 +48,8 @@ def segment_seconds(path: Path) -> float:
 
 def export_initializers(model: HTDemucs, workdir: Path) -> dict[str, np.ndarray]:
     """The initializers of `model` exported as export.py exports it by default."""
-    core = Core(with_blocked_attention(with_row_dconvs(model), 192)).eval()
     out = workdir / "probe.onnx"
-    export_onnx(core, *example_inputs(model, 0), out, facts(model, "probe", "probe"))
+    export_onnx(exported_core(model), *example_inputs(model, 0), out, facts(model, "probe", "probe"))
     return initializers(out)
 
 
