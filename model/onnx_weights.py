@@ -53,10 +53,10 @@ def export_initializers(model: HTDemucs, workdir: Path) -> dict[str, np.ndarray]
     return initializers(out)
 
 
-def _put(key: str, index=slice(None)):
-    """A tie's inverse that writes the (already inverted) value into state[key][index]."""
+def _put(key: str):
+    """A tie's inverse for a value held as it is, whatever its shape: state[key] = value."""
     def put(value: torch.Tensor, state: State) -> None:
-        state[key][index] = value.reshape(state[key][index].shape)
+        state[key][:] = value.reshape(state[key].shape)
     return put
 
 
@@ -67,7 +67,7 @@ def _transposed(key: str):
 
 
 def _dconv_ties(prefix: str, seq) -> list[Tie]:
-    conv1, norm1, _, conv2, norm2, _, scale = seq
+    conv1, _, _, conv2, norm2, _, scale = seq  # the first GroupNorm is ties()' like any other
     (k,), h, c = conv1.kernel_size, conv1.out_channels, conv1.in_channels
     half = conv2.out_channels // 2
 
@@ -88,8 +88,6 @@ def _dconv_ties(prefix: str, seq) -> list[Tie]:
     return [
         (conv1.weight.permute(2, 0, 1).reshape(k * h, c), taps),
         (conv1.bias, _put(f"{prefix}.0.bias")),
-        (norm1.weight, _put(f"{prefix}.1.weight")),
-        (norm1.bias, _put(f"{prefix}.1.bias")),
         (conv2.weight[:, :, 0], _put(f"{prefix}.3.weight")),
         (conv2.bias, _put(f"{prefix}.3.bias")),
         (torch.cat([norm2.weight[:half] * scale.scale, norm2.weight[half:]]), affine),
@@ -139,7 +137,8 @@ def ties(model: HTDemucs) -> list[Tie]:
             out += _attention_ties(prefix, module)
         elif isinstance(module, torch.nn.Linear):  # read as MatMul by the transposed weight
             out.append((module.weight.t(), _transposed(f"{prefix}.weight")))
-        elif isinstance(module, torch.nn.GroupNorm):  # a transformer's norm_out, read as Mul and Add
+        elif isinstance(module, torch.nn.GroupNorm):  # read as Mul and Add (a DConv's second one is
+            # folded into FoldedGlu: its ties above hold it, and these find nothing)
             out += [(module.weight, _put(f"{prefix}.weight")), (module.bias, _put(f"{prefix}.bias"))]
     if model.freq_emb is not None:
         # ScaledEmbedding's own scale is folded in; freq_emb_scale may be, or may stay a Mul of its own.

@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class Corpus:
         return torch.from_numpy(out)
 
 
-def augment(stems: torch.Tensor, rng: np.random.Generator, together: list[int] = ()) -> torch.Tensor:
+def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[int] = ()) -> torch.Tensor:
     """demucs.augment's FlipChannels, FlipSign, Scale(0.25, 1.25) and Remix(group_size=batch), per source.
 
     The sources in `together` are remixed as one: they stay from the same excerpt."""
@@ -184,10 +185,12 @@ def main() -> None:
     ckpt_path = args.workdir / "checkpoint.pt"
     # A resumed or initialised run keeps its checkpoint's architecture, whatever --channels says.
     start_from = ckpt_path if ckpt_path.exists() else args.init
-    if start_from and start_from.suffix == ".onnx":
+    if start_from is None:
+        ckpt = None
+    elif start_from.suffix == ".onnx":
         ckpt = onnx_checkpoint(start_from)
     else:
-        ckpt = torch.load(start_from, weights_only=False) if start_from else None
+        ckpt = torch.load(start_from, weights_only=False)
     kwargs = dict(ckpt["kwargs"]) if ckpt else dict(DEMO_KWARGS, channels=args.channels)
     if args.segment is not None:
         # No weight depends on the segment (sinusoidal position embeddings), so an --init run may
