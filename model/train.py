@@ -8,7 +8,8 @@ steps of 8 x 1 s at ~1.8 s each).
 
 Training follows demucs' recipe (demucs/solver.py, demucs/augment.py): random excerpts, per-source random
 gain, left/right swap and sign flip, remixing sources across the batch, Adam. The learning rate warms up,
-then follows a cosine to zero over --steps.
+then follows a cosine to zero over --steps. --speed adds a cheap form of demucs' pitch/tempo augmentation
+(a tape-speed change by resampling; off by default).
 
 One departure: the loss. Demucs uses L1 on the waveform (--loss l1, still here, as is mse). In this corpus
 the drums and leads sit 10-20 dB below the accompaniment, so they carry little of a waveform loss, and
@@ -31,6 +32,7 @@ exports the model through model/export.py (--checkpoint mode).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import subprocess
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import julius
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,22 +65,39 @@ class Corpus:
         self.songs = []
         for song_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
             stems = [read_wav(song_dir / f"{s}.wav") for s in STEMS]
-            if stems[0].shape[0] > length:
+            if stems[0].shape[0] > 2 * length:  # room for the slowest of SPEEDS
                 self.songs.append((song_dir.name, stems))
         if not self.songs:
             sys.exit(f"no songs under {root / split}: run model/corpus.py first")
         frames = np.array([s[1][0].shape[0] - length for s in self.songs], dtype=np.float64)
         self.weights = frames / frames.sum()  # every excerpt start equally likely
 
-    def excerpts(self, rng: np.random.Generator, batch: int) -> torch.Tensor:
-        """[batch, sources, channels, length]"""
-        out = np.empty((batch, len(STEMS), 2, self.length), dtype=np.float32)
+    def excerpts(self, rng: np.random.Generator, batch: int, speed: float = 0.0) -> torch.Tensor:
+        """[batch, sources, channels, length]; with probability `speed` an excerpt is played faster or
+        slower by one of SPEEDS (all its sources alike)."""
+        out = torch.empty((batch, len(STEMS), 2, self.length))
         for b in range(batch):
             _, stems = self.songs[rng.choice(len(self.songs), p=self.weights)]
-            start = int(rng.integers(0, stems[0].shape[0] - self.length))
-            for s, stem in enumerate(stems):
-                out[b, s] = stem[start:start + self.length].T
-        return torch.from_numpy(out)
+            # Drawn only when asked for, so runs without --speed see the data they always did.
+            ratio = SPEEDS[rng.integers(len(SPEEDS))] if speed and rng.random() < speed else (1, 1)
+            read = -(-self.length * ratio[0] // ratio[1])  # ceil: enough input for `length` outputs
+            start = int(rng.integers(0, stems[0].shape[0] - read))
+            excerpt = torch.from_numpy(np.stack([stem[start:start + read].T for stem in stems]))
+            if ratio != (1, 1):
+                excerpt = resampler(*ratio)(excerpt, output_length=self.length)
+            out[b] = excerpt[..., :self.length]
+        return out
+
+
+# Tape-speed changes, pitch and tempo together by the same ratio (about +-1 and +-2 semitones, +-6 and
+# +-12 % tempo): demucs' repitch moves them apart with soundstretch, which no wheel ships; a resampler
+# does this much. (a, b) reads a samples for every b it gives, so it plays a/b times as fast.
+SPEEDS = [(9, 8), (17, 16), (16, 17), (8, 9)]
+
+
+@functools.cache
+def resampler(a: int, b: int) -> julius.ResampleFrac:
+    return julius.ResampleFrac(a, b)
 
 
 def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[int] = ()) -> torch.Tensor:
@@ -172,6 +192,10 @@ def main() -> None:
                          "together: the lead is the part above the others in the same song (corpus.py), "
                          "which a lead from one song over another song's parts would not teach; "
                          "measured worse for vocals and other, model/README.md section 7")
+    ap.add_argument("--speed", type=float, default=0.0,
+                    help="probability that a training excerpt is played faster or slower (SPEEDS, pitch "
+                         "and tempo together), as demucs' repitch augmentation does with probability 0.2; "
+                         "no gain measured at 0.5, model/README.md section 7")
     ap.add_argument("--bf16", action="store_true",
                     help="products in bfloat16 (torch.autocast), on CPUs with AVX512-BF16 or AMX; the "
                          "weights, norms and the loss stay float32")
@@ -225,7 +249,7 @@ def main() -> None:
     last = min(args.steps, args.stop_after or args.steps)
     while step < last:
         rng = np.random.default_rng([args.seed, step])
-        stems = augment(corpus.excerpts(rng, args.batch), rng, together)
+        stems = augment(corpus.excerpts(rng, args.batch, args.speed), rng, together)
         mix = stems.sum(1)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
