@@ -497,7 +497,8 @@ def check_wrapper(model: HTDemucs, core: Core, mix: torch.Tensor, spec: torch.Te
     return rel_l2(got.numpy(), want.numpy())
 
 
-def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, meta: dict[str, str]) -> None:
+def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, meta: dict[str, str],
+                f16_weights: bool = False) -> None:
     import onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -513,6 +514,8 @@ def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, me
         )
     proto = onnx.load(str(tmp))
     bypass_initializer_identities(proto)
+    if f16_weights:
+        store_float16(proto)
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -542,6 +545,32 @@ def bypass_initializer_identities(proto) -> None:
             node.input[i] = alias.get(name, name)
     del proto.graph.node[:]
     proto.graph.node.extend(kept)
+
+
+# Initializers stored as float16 by store_float16 take this suffix; the Cast back takes the original name.
+F16_SUFFIX = "::f16"
+
+
+def store_float16(proto) -> None:
+    """Stores every float32 initializer of 256 values or more as float16, cast back to float32 by a Cast
+    node at the head of the graph, so every consumer and every product stays float32 and the file is about
+    half as large; engines fold the Casts into constants when they optimise the graph (tract's `make eval`
+    time is unchanged, model/README.md section 7)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    kept, casts = [], []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or math.prod(init.dims) < 256:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + F16_SUFFIX)
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT))
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    nodes = casts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
 
 
 def check_onnx(path: Path, core: Core, mix: torch.Tensor, spec: torch.Tensor, threads: int) -> dict:
@@ -670,6 +699,9 @@ def main() -> None:
                     help="keep demucs' layout: no RowDConv, no BlockedAttention (tract runs it slower)")
     ap.add_argument("--attn-block", type=int, default=ATTN_BLOCK,
                     help="query rows per attention block (not with --demucs-layout)")
+    ap.add_argument("--f16-weights", action="store_true",
+                    help="store the weights as float16, each cast back to float32 in the graph: half the "
+                         "file, outputs within ~3e-4 (model/README.md section 7)")
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
@@ -685,7 +717,7 @@ def main() -> None:
     print(f"torch, host DSP + exported core vs HTDemucs.forward: rel L2 "
           f"{check_wrapper(model, exported, mix, spec):.3e}")
 
-    export_onnx(exported, mix, spec, args.output, meta)
+    export_onnx(exported, mix, spec, args.output, meta, args.f16_weights)
     print(f"wrote {args.output} ({os.path.getsize(args.output) / 1e6:.2f} MB) and {args.output}.json")
     print("ops:", json.dumps(op_histogram(args.output)))
     if not args.no_check:

@@ -29,7 +29,7 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export import example_inputs, export_onnx, exported_core, facts  # noqa: E402
+from export import F16_SUFFIX, example_inputs, export_onnx, exported_core, facts  # noqa: E402
 
 from demucs.htdemucs import HTDemucs  # noqa: E402
 
@@ -38,7 +38,16 @@ Tie = tuple[torch.Tensor, Callable[[torch.Tensor, State], None]]
 
 
 def initializers(path: Path) -> dict[str, np.ndarray]:
-    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    """By the names the graph's nodes read them under: float16-stored weights (export.py --f16-weights)
+    under the name of their Cast back, as float32."""
+    out = {}
+    for init in onnx.load(str(path)).graph.initializer:
+        value = numpy_helper.to_array(init)
+        if init.name.endswith(F16_SUFFIX):
+            out[init.name.removesuffix(F16_SUFFIX)] = value.astype(np.float32)
+        else:
+            out[init.name] = value
+    return out
 
 
 def segment_seconds(path: Path) -> float:

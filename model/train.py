@@ -192,6 +192,9 @@ def main() -> None:
                          "together: the lead is the part above the others in the same song (corpus.py), "
                          "which a lead from one song over another song's parts would not teach; "
                          "measured worse for vocals and other, model/README.md section 7")
+    ap.add_argument("--f16-weights", action="store_true",
+                    help="export with export.py --f16-weights (half the file: a model wider than 16 "
+                         "channels stays under 10 MB)")
     ap.add_argument("--speed", type=float, default=0.0,
                     help="probability that a training excerpt is played faster or slower (SPEEDS, pitch "
                          "and tempo together), as demucs' repitch augmentation does with probability 0.2; "
@@ -280,7 +283,7 @@ def main() -> None:
     if args.output:
         export = Path(__file__).resolve().parent / "export.py"
         subprocess.run([sys.executable, str(export), "--checkpoint", str(ckpt_path), "-o", str(args.output),
-                        "--threads", str(args.threads)], check=True)
+                        "--threads", str(args.threads)] + ["--f16-weights"] * args.f16_weights, check=True)
 
 
 if __name__ == "__main__":
