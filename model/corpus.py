@@ -13,7 +13,7 @@ Each song's notes are routed to one stem:
   vocals  the song's lead melodic part: the non-drum, non-bass channel that most often holds the highest
           sounding note among tonal programs (GM 1-112; sampled every 1/16 beat), preferring channels whose
           instrument no other channel plays (see lead_channel); the choice per song is printed and kept
-          in manifest.json
+          in manifest.json; `--lead-program` re-voices it with one GM program in every song
   other   every other note
 
 Every stem is rendered from the same merged MIDI stream with only the other stems' notes removed, so
@@ -179,15 +179,20 @@ def lead_channel(spans, ticks_per_beat: int) -> int | None:
     return int(np.argmax(counts))
 
 
-def stem_midis(midi: mido.MidiFile) -> tuple[dict[str, mido.MidiFile], dict]:
-    """One type-0 MIDI file per stem, plus facts about the routing."""
+def stem_midis(midi: mido.MidiFile, lead_program: int | None = None) -> tuple[dict[str, mido.MidiFile], dict]:
+    """One type-0 MIDI file per stem, plus facts about the routing. With `lead_program`, the lead channel
+    sounds that GM program throughout (routing still follows the song's own programs)."""
     ticks_per_beat, events = merged_events(midi)
     spans = note_spans(events)
     lead = lead_channel(spans, ticks_per_beat)
+    revoice = lead is not None and lead_program is not None
     program = [0] * 16
     # A note-off goes to the stem its note-on went to, even if the program changed in between.
     sounding: dict[tuple[int, int], list[str]] = {}
     tracks = {stem: mido.MidiTrack() for stem in STEMS}
+    if revoice:
+        for track in tracks.values():
+            track.append(mido.Message("program_change", channel=lead, program=lead_program, time=0))
     last_tick = {stem: 0 for stem in STEMS}
     notes = {stem: 0 for stem in STEMS}
     programs: dict[str, set[int]] = {stem: set() for stem in STEMS}
@@ -206,6 +211,8 @@ def stem_midis(midi: mido.MidiFile) -> tuple[dict[str, mido.MidiFile], dict]:
             targets = [stack.pop(0)] if stack else []
         else:
             targets = STEMS  # tempo, controllers, program changes, end of track: everywhere
+        if revoice and msg.type == "program_change" and msg.channel == lead and msg.program not in BASS_PROGRAMS:
+            msg = msg.copy(program=lead_program)
         for stem in targets:
             tracks[stem].append(msg.copy(time=tick - last_tick[stem]))
             last_tick[stem] = tick
@@ -216,6 +223,7 @@ def stem_midis(midi: mido.MidiFile) -> tuple[dict[str, mido.MidiFile], dict]:
         files[stem] = midi
     facts = {
         "lead_channel": None if lead is None else lead + 1,  # 1-based, as MIDI documents name channels
+        "lead_program": lead_program,
         "notes": notes,
         "programs": {stem: sorted(p) for stem, p in programs.items()},
     }
@@ -254,8 +262,9 @@ def read_wav(path: Path) -> np.ndarray:
     return np.memmap(path, dtype="<f4", mode="r", offset=44, shape=(size // 4 // channels, channels))
 
 
-def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float | None) -> dict:
-    files, facts = stem_midis(parse(midi))
+def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float | None,
+                lead_program: int | None = None) -> dict:
+    files, facts = stem_midis(parse(midi), lead_program)
     if is_extra(song):
         seconds = min(seconds or EXTRA_SECONDS, EXTRA_SECONDS)
     with tempfile.TemporaryDirectory(prefix="stemsep-corpus-") as tmp:
@@ -281,6 +290,14 @@ def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float 
             "rms_dbfs": rms, **facts}
 
 
+def lead_program_arg(value: str) -> int | None:
+    if value == "song":
+        return None
+    if value.isdigit() and int(value) < 128:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r} is neither a GM program 0-127 nor `song`")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-o", "--out", type=Path, required=True, help="corpus directory")
@@ -292,6 +309,9 @@ def main() -> None:
                     help=f"song sources, comma-separated (default: all of {', '.join(SOURCES)}; "
                          "--split test needs openmsx only)")
     ap.add_argument("--jobs", type=int, default=2, help="songs rendered in parallel")
+    ap.add_argument("--lead-program", type=lead_program_arg, default=None, metavar="{0-127,song}",
+                    help="the GM program (0-based) every song's lead is played with, or `song` for each song's "
+                         "own programs (default: song)")
     args = ap.parse_args()
 
     sources = ["openmsx"] if args.split == "test" else args.sources.split(",")
@@ -315,7 +335,8 @@ def main() -> None:
 
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         rendered = list(pool.map(render_song, songs, [midis[s] for s in songs], [args.out] * len(songs),
-                                 [args.start] * len(songs), [args.seconds] * len(songs)))
+                                 [args.start] * len(songs), [args.seconds] * len(songs),
+                                 [args.lead_program] * len(songs)))
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for facts in rendered:
