@@ -13,7 +13,8 @@ Each song's notes are routed to one stem:
   vocals  the song's lead melodic part: the non-drum, non-bass channel that most often holds the highest
           sounding note among tonal programs (GM 1-112; sampled every 1/16 beat), preferring channels whose
           instrument no other channel plays (see lead_channel); the choice per song is printed and kept
-          in manifest.json; `--lead-program` re-voices it with one GM program in every song
+          in manifest.json. The lead is re-voiced with LEAD_PROGRAM in every song, so that the stem keeps
+          one timbre across songs, as real voices do (`--lead-program song` keeps each song's own)
   other   every other note
 
 Every stem is rendered from the same merged MIDI stream with only the other stems' notes removed, so
@@ -64,6 +65,8 @@ STEMS = ["drums", "bass", "other", "vocals"]  # the model's source order
 DRUM_CHANNEL = 9
 BASS_PROGRAMS = range(32, 40)
 # GM 113-128 are percussive and sound effects: never a lead, always "other".
+# GM "Voice Oohs" (0-based 53): every song's lead is played with it (see the module docstring).
+LEAD_PROGRAM = 53
 LEAD_PROGRAMS = range(0, 112)
 PEAK = 10 ** (-1 / 20)
 SILENT_DBFS = -90.0  # a held-out stem quieter than this over the whole render is taken as absent
@@ -309,9 +312,9 @@ def main() -> None:
                     help=f"song sources, comma-separated (default: all of {', '.join(SOURCES)}; "
                          "--split test needs openmsx only)")
     ap.add_argument("--jobs", type=int, default=2, help="songs rendered in parallel")
-    ap.add_argument("--lead-program", type=lead_program_arg, default=None, metavar="{0-127,song}",
+    ap.add_argument("--lead-program", type=lead_program_arg, default=LEAD_PROGRAM, metavar="{0-127,song}",
                     help="the GM program (0-based) every song's lead is played with, or `song` for each song's "
-                         "own programs (default: song)")
+                         f"own programs (default: {LEAD_PROGRAM}, Voice Oohs)")
     args = ap.parse_args()
 
     sources = ["openmsx"] if args.split == "test" else args.sources.split(",")
