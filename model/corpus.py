@@ -65,9 +65,9 @@ STEMS = ["drums", "bass", "other", "vocals"]  # the model's source order
 DRUM_CHANNEL = 9
 BASS_PROGRAMS = range(32, 40)
 # GM 113-128 are percussive and sound effects: never a lead, always "other".
+LEAD_PROGRAMS = range(0, 112)
 # GM "Voice Oohs" (0-based 53): every song's lead is played with it (see the module docstring).
 LEAD_PROGRAM = 53
-LEAD_PROGRAMS = range(0, 112)
 PEAK = 10 ** (-1 / 20)
 SILENT_DBFS = -90.0  # a held-out stem quieter than this over the whole render is taken as absent
 # Held-out songs: varied tempo, style and instrumentation, each with drums, bass, a lead and other parts.
@@ -182,9 +182,9 @@ def lead_channel(spans, ticks_per_beat: int) -> int | None:
     return int(np.argmax(counts))
 
 
-def stem_midis(midi: mido.MidiFile, lead_program: int | None = None) -> tuple[dict[str, mido.MidiFile], dict]:
-    """One type-0 MIDI file per stem, plus facts about the routing. With `lead_program`, the lead channel
-    sounds that GM program throughout (routing still follows the song's own programs)."""
+def stem_midis(midi: mido.MidiFile, lead_program: int | None) -> tuple[dict[str, mido.MidiFile], dict]:
+    """One type-0 MIDI file per stem, plus facts about the routing. The lead channel sounds `lead_program`
+    throughout (None: the song's own programs); routing always follows the song's own programs."""
     ticks_per_beat, events = merged_events(midi)
     spans = note_spans(events)
     lead = lead_channel(spans, ticks_per_beat)
@@ -266,7 +266,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 
 def render_song(song: str, midi: bytes, out: Path, start: float, seconds: float | None,
-                lead_program: int | None = None) -> dict:
+                lead_program: int | None) -> dict:
     files, facts = stem_midis(parse(midi), lead_program)
     if is_extra(song):
         seconds = min(seconds or EXTRA_SECONDS, EXTRA_SECONDS)

@@ -87,7 +87,7 @@ def mixture_as_estimate(mixture: np.ndarray, stems: dict[str, np.ndarray]) -> di
 def scores(stems: dict[str, np.ndarray], estimates: dict[str, np.ndarray]) -> list[float]:
     """Per stem in STEMS order, then the 4-stem average, then vocals+other as one stem."""
     per_stem = [sdr(stems[stem], estimates[stem]) for stem in STEMS]
-    merged_estimate = estimates.get(MERGED, estimates["vocals"] + estimates["other"])
+    merged_estimate = estimates[MERGED] if MERGED in estimates else estimates["vocals"] + estimates["other"]
     merged = sdr(stems["vocals"] + stems["other"], merged_estimate)
     return per_stem + [float(np.mean(per_stem)), merged]
 
