@@ -34,6 +34,7 @@ for the training-only songs); pip install mido numpy.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -337,9 +338,9 @@ def main() -> None:
         songs = [s for s in songs if split_of(s) == args.split]
 
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        rendered = list(pool.map(render_song, songs, [midis[s] for s in songs], [args.out] * len(songs),
-                                 [args.start] * len(songs), [args.seconds] * len(songs),
-                                 [args.lead_program] * len(songs)))
+        render = functools.partial(render_song, out=args.out, start=args.start, seconds=args.seconds,
+                                   lead_program=args.lead_program)
+        rendered = list(pool.map(render, songs, [midis[s] for s in songs]))
     manifest_path = args.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     for facts in rendered:
