@@ -100,10 +100,12 @@ def resampler(a: int, b: int) -> julius.ResampleFrac:
     return julius.ResampleFrac(a, b)
 
 
-def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[int] = ()) -> torch.Tensor:
+def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[int] = (),
+            whole: float = 0.0) -> torch.Tensor:
     """demucs.augment's FlipChannels, FlipSign, Scale(0.25, 1.25) and Remix(group_size=batch), per source.
 
-    The sources in `together` are remixed as one: they stay from the same excerpt."""
+    The sources in `together` are remixed as one: they stay from the same excerpt. Each excerpt is kept
+    whole, all its sources from itself, with probability `whole`; the others are remixed among themselves."""
     batch, sources = stems.shape[:2]
     swap = torch.from_numpy(rng.random((batch, sources)) < 0.5)
     stems = torch.where(swap[..., None, None], stems.flip(2), stems)
@@ -112,6 +114,11 @@ def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[in
     stems = stems * sign * gain
     # Each source comes from an independently shuffled batch item: new mixtures from the same stems.
     perm = np.stack([rng.permutation(batch) for _ in range(sources)], axis=1)
+    if whole:  # drawn only when asked for, so runs without it see the data they always did
+        kept = rng.random(batch) < whole
+        rest = np.flatnonzero(~kept)
+        perm[kept] = np.flatnonzero(kept)[:, None]
+        perm[rest] = np.stack([rest[rng.permutation(len(rest))] for _ in range(sources)], axis=1)
     perm[:, list(together)] = perm[:, together[:1]]
     perm = torch.from_numpy(perm)
     return stems[perm, torch.arange(sources)[None, :]]
@@ -192,6 +199,11 @@ def main() -> None:
                          "together: the lead is the part above the others in the same song (corpus.py), "
                          "which a lead from one song over another song's parts would not teach; "
                          "measured worse for vocals and other, model/README.md section 7")
+    ap.add_argument("--whole", type=float, default=0.0,
+                    help="probability that a training excerpt keeps all four sources from its own song "
+                         "instead of being remixed across the batch: held-out songs are scored whole, "
+                         "where the parts share tempo and harmony; no gain measured at 0.5, "
+                         "model/README.md section 7")
     ap.add_argument("--f16-weights", action="store_true",
                     help="export with export.py --f16-weights (half the file: a model wider than 16 "
                          "channels stays under 10 MB)")
@@ -252,7 +264,7 @@ def main() -> None:
     last = min(args.steps, args.stop_after or args.steps)
     while step < last:
         rng = np.random.default_rng([args.seed, step])
-        stems = augment(corpus.excerpts(rng, args.batch, args.speed), rng, together)
+        stems = augment(corpus.excerpts(rng, args.batch, args.speed), rng, together, args.whole)
         mix = stems.sum(1)
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
