@@ -114,6 +114,8 @@ def augment(stems: torch.Tensor, rng: np.random.Generator, together: Sequence[in
     stems = stems * sign * gain
     # Each source comes from an independently shuffled batch item: new mixtures from the same stems.
     perm = np.stack([rng.permutation(batch) for _ in range(sources)], axis=1)
+    # With `whole`, the permutations above are overwritten but still drawn: dropping that draw would change
+    # the random stream of every --whole run, and run 7 (model/README.md section 7) would no longer repeat.
     if whole:  # drawn only when asked for, so runs without it see the data they always did
         kept = rng.random(batch) < whole
         rest = np.flatnonzero(~kept)
