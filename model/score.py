@@ -9,6 +9,9 @@
   spectrogram mask at that resolution can reach on this corpus.
 - `--model`: a model run through reference.py's numpy + onnxruntime pipeline, an independent check of
   the Rust engine's figures on whole songs.
+- `--remask P`: each model's estimates also post-filtered, the mixture's STFT masked by
+  |Ŝ_j|^P / sum_k |Ŝ_k|^P of the model's own stems (a single-channel Wiener-style filter, as open-unmix
+  applies). It measures whether such a step is worth adding to the engine.
 
 Every system also gets a "vocals+other" column: those two stems scored as one, the 3-stem view of the
 same estimates. Same SDR as `make eval` (MDX definition, whole song, mean over songs).
@@ -48,24 +51,30 @@ def sdr(reference_audio: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10((signal + SDR_EPSILON) / (error + SDR_EPSILON)))
 
 
-def oracle_mask(power: float, n_fft: int) -> System:
+def masked(mixture: np.ndarray, guides: dict[str, np.ndarray], power: float, n_fft: int) -> dict[str, np.ndarray]:
+    """The mixture's STFT split by the guides' magnitudes, |G_j|^power / sum_k |G_k|^power."""
     window = torch.hann_window(n_fft)
 
     def stft(audio: np.ndarray) -> torch.Tensor:
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
         return torch.stft(torch.from_numpy(audio), n_fft, n_fft // 4, window=window, return_complex=True)
 
-    def estimate(mixture: np.ndarray, stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        mix_spec = stft(mixture)
-        weights = {stem: stft(audio).abs().pow(power) for stem, audio in stems.items()}
-        total = sum(weights.values()) + 1e-12
-        return {
-            stem: torch.istft(
-                mix_spec * weight / total, n_fft, n_fft // 4, window=window, length=mixture.shape[-1]
-            ).numpy()
-            for stem, weight in weights.items()
-        }
+    mix_spec = stft(mixture)
+    weights = {stem: stft(audio).abs().pow(power) for stem, audio in guides.items()}
+    total = sum(weights.values()) + 1e-12
+    length = mixture.shape[-1]
+    return {
+        stem: torch.istft(mix_spec * weight / total, n_fft, n_fft // 4, window=window, length=length).numpy()
+        for stem, weight in weights.items()
+    }
 
-    return estimate
+
+def oracle_mask(power: float, n_fft: int) -> System:
+    return lambda mixture, stems: masked(mixture, stems, power, n_fft)
+
+
+def remasked(system: System, power: float, n_fft: int) -> System:
+    return lambda mixture, stems: masked(mixture, system(mixture, stems), power, n_fft)
 
 
 def onnx_model(path: Path) -> System:
@@ -75,6 +84,18 @@ def onnx_model(path: Path) -> System:
     def estimate(mixture: np.ndarray, stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = reference.separate(contract, core, mixture)
         return {stem: out[contract.sources.index(stem)] for stem in stems}
+
+    return estimate
+
+
+def cached(system: System) -> System:
+    """Remembers the last song's estimates, so --remask does not run the model twice."""
+    last: list = [None, None]
+
+    def estimate(mixture: np.ndarray, stems: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if last[0] is not mixture:
+            last[:] = [mixture, system(mixture, stems)]
+        return last[1]
 
     return estimate
 
@@ -100,14 +121,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, required=True, help="make corpus's output directory")
     parser.add_argument("--split", default="test", help="the corpus split to score (default: test)")
-    parser.add_argument("--n-fft", type=int, default=N_FFT, help=f"oracle STFT size, hop a quarter (default: {N_FFT})")
+    parser.add_argument("--n-fft", type=int, default=N_FFT, help=f"mask STFT size, hop a quarter (default: {N_FFT})")
     parser.add_argument("--model", type=Path, action="append", default=[], help="an ONNX export to score too")
+    parser.add_argument("--remask", type=float, help="also score each model's estimates re-masked with this power")
     args = parser.parse_args()
 
     songs = sorted(p for p in (args.corpus / args.split).iterdir() if (p / "mixture.wav").exists())
     if not songs:
         sys.exit(f"no songs under {args.corpus / args.split}")
-    systems: dict[str, System] = {f"model ({path.name}, reference.py)": onnx_model(path) for path in args.model}
+    systems: dict[str, System] = {}
+    for path in args.model:
+        model = cached(onnx_model(path))
+        systems[f"model ({path.name}, reference.py)"] = model
+        if args.remask is not None:
+            systems[f"  re-masked, p={args.remask:g}"] = remasked(model, args.remask, args.n_fft)
     systems["oracle magnitude ratio (p=1)"] = oracle_mask(1.0, args.n_fft)
     systems["oracle Wiener-like (p=2)"] = oracle_mask(2.0, args.n_fft)
     systems["mixture as estimate"] = mixture_as_estimate
