@@ -55,16 +55,16 @@ $(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json &: model/export.py
 .PHONY: bench-fidelity
 bench-fidelity: $(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json
 	STEMSEP_FULLSIZE_MODEL="$(RANDOM_MODEL)" STEMSEP_FULLSIZE_GOLDEN="$(RANDOM_GOLDEN)" \
-	  cargo test -p stemsep-worker --test engine_fidelity -- --ignored --nocapture
+	  cargo test -p stemsep-engine --test fidelity -- --ignored --nocapture
 
 bench-engine: $(BENCH_MODEL)
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
-	  cargo bench -p stemsep-worker --bench separate
+	  cargo bench -p stemsep-engine --bench separate
 
 ## bench-profile: one segment of BENCH_MODEL with every tract node timed, summed per operator.
 .PHONY: bench-profile
 bench-profile: $(BENCH_MODEL)
-	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" cargo bench -p stemsep-worker --bench profile
+	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" cargo bench -p stemsep-engine --bench profile
 
 system-deps:
 	@deploy/local/system-deps.sh
@@ -74,8 +74,8 @@ system-deps:
 BASELINE ?= model/tiny/tiny.onnx
 eval: corpus-deps py-deps $(CORPUS)/test/.rendered
 	@test -n "$(MODEL)" || { echo "usage: make eval MODEL=<file.onnx>" >&2; exit 2; }
-	@# The same build as `make build` and `make test`: -p stemsep-worker alone unifies the dependencies'
-	@# features differently and rebuilds them all (~10 min cold on 2 cores).
+	@# The same build as `make build` and `make test`: -p stemsep-cli alone unifies the dependencies'
+	@# features differently and rebuilds them all.
 	cargo build --workspace --bins
 	"$(CARGO_TARGET_DIR)/debug/evaluate" --corpus "$(CORPUS)" --model "$(MODEL)" --baseline "$(BASELINE)"
 
@@ -83,7 +83,7 @@ $(CORPUS)/test/.rendered: model/corpus.py
 	$(PY) model/corpus.py -o "$(CORPUS)" --split test
 	touch "$@"
 
-## corpus-excerpt: 20 s of a held-out song, for the demo-model test (worker/tests/demo_model.rs).
+## corpus-excerpt: 20 s of a held-out song, for the demo-model test (worker/cli/tests/demo_model.rs).
 EXCERPT ?= $(HOME)/.cache/stemsep/corpus-excerpt
 export STEMSEP_CORPUS_EXCERPT ?= $(EXCERPT)
 .PHONY: corpus-excerpt

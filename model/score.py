@@ -35,7 +35,7 @@ from corpus import STEMS, read_wav  # noqa: E402
 
 # The shipped configuration's STFT (HTDemucs nfft, hop nfft // 4).
 N_FFT = 4096
-# Same epsilon as worker/src/quality.rs, so the two tables agree to the printed digit.
+# Same epsilon as worker/cli/src/quality.rs, so the two tables agree to the printed digit.
 SDR_EPSILON = 1e-7
 
 MERGED = "vocals+other"

@@ -9,7 +9,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
-pub mod probe;
 pub mod routes;
 pub mod startup;
 pub mod state;

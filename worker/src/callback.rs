@@ -11,9 +11,11 @@
 //! `callback_status` and in the logs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
+use ipnet::IpNet;
 use serde_json::json;
 use stemsep_common::job::{Job, JobState, Track};
 use url::{Host, Url};
@@ -23,63 +25,57 @@ use crate::error::Error;
 /// Host names that reach a cloud provider's instance metadata service from inside a VM or pod.
 const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "metadata"];
 
-/// Why an address is not a public one, or `None` when it is.
-///
-/// Covers IPv4 "this network" 0/8, loopback 127/8, RFC 1918 private ranges, CGNAT 100.64/10,
-/// link-local 169.254/16 (the metadata address), multicast 224/4, reserved 240/4 and broadcast;
-/// IPv6 unspecified, loopback, unique local fc00::/7, link-local fe80::/10, site-local fec0::/10,
-/// multicast ff00::/8, and any IPv4 address embedded in an IPv6 one (mapped, compatible, NAT64
-/// 64:ff9b::/96, 6to4 2002::/16), which is judged as that IPv4 address.
+/// Networks that are not public unicast, with what they are: IANA's IPv4 and IPv6
+/// special-purpose address registries, less the globally reachable entries. 255.255.255.255
+/// (broadcast) is listed before the reserved 240/4 that holds it, so it gets its own name.
+const NON_PUBLIC: [(&str, &str); 25] = [
+    ("0.0.0.0/8", "unspecified address"),
+    ("10.0.0.0/8", "private address"),
+    ("100.64.0.0/10", "shared (CGNAT) address"),
+    ("127.0.0.0/8", "loopback address"),
+    ("169.254.0.0/16", "link-local address"),
+    ("172.16.0.0/12", "private address"),
+    ("192.0.0.0/24", "IETF protocol assignment address"),
+    ("192.0.2.0/24", "documentation address"),
+    ("192.168.0.0/16", "private address"),
+    ("198.18.0.0/15", "benchmarking address"),
+    ("198.51.100.0/24", "documentation address"),
+    ("203.0.113.0/24", "documentation address"),
+    ("224.0.0.0/4", "multicast address"),
+    ("255.255.255.255/32", "broadcast address"),
+    ("240.0.0.0/4", "reserved address"),
+    ("::/128", "unspecified address"),
+    ("::1/128", "loopback address"),
+    ("64:ff9b:1::/48", "local-use NAT64 address"),
+    ("100::/64", "discard-only address"),
+    ("2001::/32", "Teredo tunnel address"),
+    ("2001:db8::/32", "documentation address"),
+    ("fc00::/7", "private (unique local) address"),
+    ("fe80::/10", "link-local address"),
+    ("fec0::/10", "site-local address"),
+    ("ff00::/8", "multicast address"),
+];
+
+/// [`NON_PUBLIC`], parsed once.
+static NON_PUBLIC_NETS: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    NON_PUBLIC
+        .iter()
+        .map(|&(net, why)| (net.parse().expect("NON_PUBLIC holds valid networks"), why))
+        .collect()
+});
+
+/// Why an address is not a public one, or `None` when it is: it lies in one of [`NON_PUBLIC`]'s
+/// networks, or is an IPv6 address carrying such an IPv4 address in a form that routes to it
+/// (mapped, compatible, NAT64 64:ff9b::/96, 6to4 2002::/16), which is judged as that address.
 pub fn non_public(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => non_public_v4(v4),
-        IpAddr::V6(v6) => non_public_v6(v6),
-    }
-}
-
-fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    if ip.is_unspecified() || a == 0 {
-        Some("unspecified address")
-    } else if ip.is_loopback() {
-        Some("loopback address")
-    } else if ip.is_private() {
-        Some("private address")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared (CGNAT) address")
-    } else if ip.is_link_local() {
-        Some("link-local address")
-    } else if ip.is_broadcast() {
-        Some("broadcast address")
-    } else if ip.is_multicast() {
-        Some("multicast address")
-    } else if a >= 240 {
-        Some("reserved address")
-    } else {
-        None
-    }
-}
-
-fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let s = ip.segments();
-    if let Some(v4) = embedded_v4(ip) {
-        return non_public_v4(v4);
-    }
-    if ip.is_unspecified() {
-        Some("unspecified address")
-    } else if ip.is_loopback() {
-        Some("loopback address")
-    } else if s[0] & 0xfe00 == 0xfc00 {
-        Some("private (unique local) address")
-    } else if s[0] & 0xffc0 == 0xfe80 {
-        Some("link-local address")
-    } else if s[0] & 0xffc0 == 0xfec0 {
-        Some("site-local address")
-    } else if ip.is_multicast() {
-        Some("multicast address")
-    } else {
-        None
-    }
+    let ip = match ip {
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    NON_PUBLIC_NETS
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map(|&(_, why)| why)
 }
 
 /// The IPv4 address an IPv6 address carries, for the forms that route to it.
@@ -101,62 +97,18 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-/// An IP network in CIDR form, `addr/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    /// Whether `ip` lies in this network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = Error;
-    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a single-host network).
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Config(format!("{s:?} is neither a host name nor an IP network"));
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-            None => max,
-        };
-        Ok(Cidr { addr, prefix })
-    }
+/// An allowed network: `10.0.0.0/8`, `fd00::/8`, or a bare address (a single-host network).
+fn parse_net(s: &str) -> Result<IpNet, Error> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| Error::Config(format!("{s:?} is neither a host name nor an IP network")))
 }
 
 /// Destinations allowed even though they are not public: exact host names and IP networks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     hosts: Vec<String>,
-    nets: Vec<Cidr>,
+    nets: Vec<IpNet>,
 }
 
 impl Allowlist {
@@ -170,7 +122,7 @@ impl Allowlist {
                 continue;
             }
             if e.contains('/') || e.parse::<IpAddr>().is_ok() {
-                list.nets.push(e.parse()?);
+                list.nets.push(parse_net(e)?);
             } else if e
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
@@ -190,8 +142,13 @@ impl Allowlist {
         self.hosts.iter().any(|h| h == host)
     }
 
+    /// IPv4-mapped IPv6 addresses count as IPv4.
     fn allows_ip(&self, ip: IpAddr) -> bool {
-        self.nets.iter().any(|n| n.contains(ip))
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -333,23 +290,21 @@ impl Notifier {
             Ok(c) => c,
             Err(e) => return Outcome::Failed(format!("HTTP client: {e}")),
         };
-        let mut pause = self.settings.backoff;
-        let mut last = String::new();
-        for attempt in 0..self.settings.tries.max(1) {
-            if attempt > 0 {
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
+        let tries = self.settings.tries.max(1);
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.backoff)
+            .with_max_times(tries as usize - 1);
+        let post = || async {
             match client.post(url.clone()).json(body).send().await {
-                Ok(r) if r.status().is_success() => return Outcome::Delivered,
-                Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = error_chain(&e),
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(error_chain(&e)),
             }
+        };
+        match post.retry(backoff).await {
+            Ok(()) => Outcome::Delivered,
+            Err(last) => Outcome::Failed(format!("{last} (after {tries} tries)")),
         }
-        Outcome::Failed(format!(
-            "{last} (after {} tries)",
-            self.settings.tries.max(1)
-        ))
     }
 
     /// Parses and vets `url`; for a domain, also the addresses the request must be pinned to.
@@ -464,6 +419,15 @@ mod tests {
             ("::127.0.0.1", "loopback"),
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2002:7f00:0001::", "loopback"),
+            ("64:ff9b:1::a9fe:a9fe", "NAT64"),
+            ("64:ff9b:1:ffff::1", "NAT64"),
+            ("2001::1", "Teredo"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+            ("192.0.0.8", "IETF"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.255", "benchmarking"),
+            ("192.0.2.1", "documentation"),
+            ("2001:db8::1", "documentation"),
         ] {
             let got = non_public(ip(a));
             assert!(got.is_some_and(|g| g.contains(why)), "{a}: {got:?}");
@@ -471,22 +435,19 @@ mod tests {
     }
 
     #[test]
-    fn cidr_matching() {
-        let c: Cidr = "10.0.0.0/8".parse().unwrap();
-        assert!(c.contains(ip("10.255.1.2")));
-        assert!(c.contains(ip("::ffff:10.0.0.1")));
-        assert!(!c.contains(ip("11.0.0.1")));
-        assert!(!c.contains(ip("fd00::1")));
-        let host: Cidr = "127.0.0.1".parse().unwrap();
-        assert!(host.contains(ip("127.0.0.1")));
-        assert!(!host.contains(ip("127.0.0.2")));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(ip("192.168.0.1")));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
-        assert!(v6.contains(ip("fd12::1")));
-        assert!(!v6.contains(ip("fe80::1")));
+    fn allowed_networks_match_as_written() {
+        let a = Allowlist::parse(&["10.0.0.0/8", "127.0.0.1", "fd00::/8"]).unwrap();
+        for yes in ["10.255.1.2", "::ffff:10.0.0.1", "127.0.0.1", "fd12::1"] {
+            assert!(a.allows_ip(ip(yes)), "{yes}");
+        }
+        for no in ["11.0.0.1", "127.0.0.2", "fe80::1", "fc00::1"] {
+            assert!(!a.allows_ip(ip(no)), "{no}");
+        }
+        assert!(Allowlist::parse(&["0.0.0.0/0"])
+            .unwrap()
+            .allows_ip(ip("192.168.0.1")));
         for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0/8", "x/8", "10.0.0.0/"] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+            assert!(Allowlist::parse(&[bad]).is_err(), "{bad}");
         }
     }
 

@@ -9,7 +9,6 @@ use url::Url;
 
 use crate::callback::{Allowlist, CallbackSettings};
 use crate::error::Error;
-use crate::SeparateOptions;
 
 /// `stemsep-worker`: claims songs from the queue and separates them into four stems.
 #[derive(Debug, Clone, clap::Parser)]
@@ -63,6 +62,15 @@ pub struct WorkerArgs {
     pub claim_block_secs: u64,
 }
 
+/// How a job's song is read and its stems written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOptions {
+    /// MP3 bitrate of the stems, in kbit/s (one of [`stemsep_audio::BITRATES_KBPS`]).
+    pub bitrate_kbps: u32,
+    /// Longest song accepted.
+    pub max_duration: Duration,
+}
+
 /// The validated settings the runner works with.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -70,8 +78,8 @@ pub struct RunnerConfig {
     pub worker_id: String,
     /// Where `<model>.onnx` files are.
     pub model_dir: PathBuf,
-    /// Engine options for every job.
-    pub separate: SeparateOptions,
+    /// How every job's song is read and its stems written.
+    pub separate: JobOptions,
     /// How long one claim blocks on an empty queue.
     pub claim_block: Duration,
     /// How long a running job may go on after a stop request.
@@ -83,10 +91,11 @@ pub struct RunnerConfig {
 impl WorkerArgs {
     /// Validates the arguments into the runner's settings.
     pub fn runner_config(&self) -> Result<RunnerConfig, Error> {
-        if !(8..=320).contains(&self.bitrate) {
+        if !stemsep_audio::BITRATES_KBPS.contains(&self.bitrate) {
             return Err(Error::Config(format!(
-                "bitrate {} kbit/s is outside 8–320",
-                self.bitrate
+                "bitrate {} kbit/s is not one LAME encodes ({:?})",
+                self.bitrate,
+                stemsep_audio::BITRATES_KBPS
             )));
         }
         if !matches!(self.public_url.scheme(), "http" | "https") {
@@ -106,7 +115,7 @@ impl WorkerArgs {
         Ok(RunnerConfig {
             worker_id,
             model_dir: self.model_dir.clone(),
-            separate: SeparateOptions {
+            separate: JobOptions {
                 bitrate_kbps: self.bitrate,
                 max_duration: Duration::from_secs(self.max_seconds),
             },
@@ -155,5 +164,9 @@ mod tests {
         let bad =
             WorkerArgs::try_parse_from(["stemsep-worker", "--callback-allow", "a b"]).unwrap();
         assert!(bad.runner_config().is_err());
+        // Within 8-320 but not a bitrate LAME has: refused at start-up, not by every job.
+        let bad = WorkerArgs::try_parse_from(["stemsep-worker", "--bitrate", "300"]).unwrap();
+        let e = bad.runner_config().unwrap_err().to_string();
+        assert!(e.contains("300") && e.contains("320"), "{e}");
     }
 }

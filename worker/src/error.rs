@@ -1,12 +1,15 @@
-//! The queue worker's error type (the engine's own failures are [`EngineError`]).
+//! The queue worker's one error type.
 
+use stemsep_audio::AudioError;
 use stemsep_common::job::Track;
-
-use crate::EngineError;
+use stemsep_engine::EngineError;
 
 /// What can stop a job attempt or the worker itself.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The song could not be decoded or the stems encoded.
+    #[error(transparent)]
+    Audio(#[from] AudioError),
     /// Separation failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -21,9 +24,16 @@ pub enum Error {
         /// Where the ONNX file was looked for.
         path: String,
     },
-    /// The engine returned fewer stems than the API promises.
-    #[error("the engine produced no {0} stem")]
-    MissingStem(Track),
+    /// The model cannot give a track the API promises.
+    #[error("model {model:?} has no {track} source (its sources: {sources})")]
+    MissingSource {
+        /// The model name.
+        model: String,
+        /// The track it lacks.
+        track: Track,
+        /// Its sources, comma-separated.
+        sources: String,
+    },
     /// The separation task panicked or was cancelled.
     #[error("separation task ended abnormally: {0}")]
     Task(String),

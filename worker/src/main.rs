@@ -11,6 +11,9 @@ use stemsep_worker::runner;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // SAFETY: the first statement of main, before the async runtime or anything else starts a
+    // thread.
+    unsafe { stemsep_engine::keep_freed_memory() };
     let args = WorkerArgs::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,15 +5,54 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use stemsep_common::job::Track;
+use stemsep_engine::Separator;
 use tokio::sync::Mutex;
 
 use crate::error::Error;
-use crate::Separator;
+
+/// A loaded model and how its sources make the API's tracks.
+pub struct Loaded {
+    /// The engine, planned for this model.
+    pub separator: Separator,
+    /// For each of [`Track::ALL`], in that order, the model sources (indices in model order)
+    /// whose sum is that track: a source named like a track is that track, any other source goes
+    /// to `other`, and a model without an `other` source gives a silent one.
+    pub tracks: Vec<(Track, Vec<usize>)>,
+}
+
+impl Loaded {
+    /// Routes `separator`'s sources to tracks; a model without drums, bass or vocals cannot
+    /// serve the API.
+    fn new(name: &str, separator: Separator) -> Result<Loaded, Error> {
+        let sources = &separator.info().sources;
+        let track_of = |source: &String| source.parse().unwrap_or(Track::Other);
+        let tracks: Vec<(Track, Vec<usize>)> = Track::ALL
+            .iter()
+            .map(|&track| {
+                let mine = (0..sources.len())
+                    .filter(|&s| track_of(&sources[s]) == track)
+                    .collect();
+                (track, mine)
+            })
+            .collect();
+        for (track, mine) in &tracks {
+            if mine.is_empty() && *track != Track::Other {
+                return Err(Error::MissingSource {
+                    model: name.into(),
+                    track: *track,
+                    sources: sources.join(","),
+                });
+            }
+        }
+        Ok(Loaded { separator, tracks })
+    }
+}
 
 /// Lazily loaded models, by name.
 pub struct Models {
     dir: PathBuf,
-    loaded: Mutex<HashMap<String, Arc<Separator>>>,
+    loaded: Mutex<HashMap<String, Arc<Loaded>>>,
 }
 
 impl Models {
@@ -25,8 +64,8 @@ impl Models {
         }
     }
 
-    /// The separator for `name`, loading it on first use.
-    pub async fn get(&self, name: &str) -> Result<Arc<Separator>, Error> {
+    /// The model called `name`, loading it on first use.
+    pub async fn get(&self, name: &str) -> Result<Arc<Loaded>, Error> {
         // The name comes from a job record, i.e. from a client: keep it a plain file stem.
         let plain = !name.is_empty()
             && name.len() <= 64
@@ -47,16 +86,16 @@ impl Models {
             return Ok(s.clone());
         }
         let started = std::time::Instant::now();
-        let sep = tokio::task::spawn_blocking(move || Separator::load(&path))
+        let separator = tokio::task::spawn_blocking(move || Separator::load(&path))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
+        let model = Arc::new(Loaded::new(name, separator)?);
         tracing::info!(
             model = name,
             secs = started.elapsed().as_secs_f64(),
             "model loaded"
         );
-        let sep = Arc::new(sep);
-        loaded.insert(name.to_owned(), sep.clone());
-        Ok(sep)
+        loaded.insert(name.to_owned(), model.clone());
+        Ok(model)
     }
 }

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use stemsep_common::job::{JobState, Track};
 use stemsep_common::queue::{Claim, Failed, Queue};
@@ -22,10 +23,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::callback::Notifier;
-use crate::config::{RunnerConfig, WorkerArgs};
+use stemsep_engine::{Mp3Sink, Progress};
+
+use crate::config::{JobOptions, RunnerConfig, WorkerArgs};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::models::Models;
+use crate::models::{Loaded, Models};
 use heartbeat::Heartbeat;
 
 /// First pause after a Redis error; doubled on each further one.
@@ -208,7 +211,7 @@ impl Runner {
     async fn attempt(&self, claim: &Claim) -> Result<(), Error> {
         let hash = &claim.job.hash;
         let input = self.storage.get(&ObjectKey::input(hash)).await?;
-        let separator = self.models.get(&claim.job.model).await?;
+        let model = self.models.get(&claim.job.model).await?;
 
         // Progress leaves the engine's thread through a watch channel, so Redis sees only the
         // latest value and never slows the engine down.
@@ -237,18 +240,12 @@ impl Runner {
                 }
                 tx.send_if_modified(|v| std::mem::replace(v, p) != p);
             };
-            separator.separate_mp3(&input, &opts, &progress)
+            separate(&model, &input, &opts, &progress)
         })
         .await;
         // The last progress write must land before the acknowledgement (or failure) resets it.
         let _ = forward.await;
         let stems = separated.map_err(|e| Error::Task(e.to_string()))??;
-
-        for track in Track::ALL {
-            if !stems.iter().any(|(t, _)| *t == track) {
-                return Err(Error::MissingStem(track));
-            }
-        }
         for (track, mp3) in stems {
             self.storage
                 .put(&ObjectKey::stem(hash, track), Bytes::from(mp3))
@@ -259,27 +256,16 @@ impl Runner {
 
     /// Retries a Redis write through an outage for up to [`ACK_PATIENCE`]; `None` if it never
     /// went through (the lease then lapses and the reaper takes over).
-    async fn persist<T, F, Fut>(&self, what: &str, mut op: F) -> Option<T>
+    async fn persist<T, F, Fut>(&self, what: &str, op: F) -> Option<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = stemsep_common::Result<T>>,
     {
-        let deadline = Instant::now() + ACK_PATIENCE;
-        let mut pause = BACKOFF_MIN;
-        loop {
-            match op().await {
-                Ok(v) => return Some(v),
-                Err(e) if Instant::now() + pause < deadline => {
-                    tracing::warn!(error = %e, "cannot {what} yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(BACKOFF_MAX);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "gave up trying to {what}");
-                    return None;
-                }
-            }
-        }
+        op.retry(redis_backoff().with_total_delay(Some(ACK_PATIENCE)))
+            .notify(|e, _| tracing::warn!(error = %e, "cannot {what} yet; retrying"))
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "gave up trying to {what}"))
+            .ok()
     }
 
     /// Fires the job's callback, if it has one, without holding up the next claim.
@@ -320,32 +306,59 @@ impl Runner {
     }
 }
 
-/// Exponential back-off between Redis reconnection attempts, logging the first failure of a run
-/// of failures as a warning and the rest at debug level.
+/// Decodes a job's song and separates it into one MP3 per track. CPU-bound: runs on a blocking
+/// thread.
+fn separate(
+    model: &Loaded,
+    input: &[u8],
+    opts: &JobOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<(Track, Vec<u8>)>, Error> {
+    let audio = stemsep_audio::decode(input, opts.max_duration)?;
+    let mixes = model.tracks.iter().map(|(_, m)| m.clone()).collect();
+    let rate = model.separator.info().sample_rate;
+    let mut sink = Mp3Sink::new(mixes, rate, opts.bitrate_kbps)?;
+    model.separator.separate(audio, &mut sink, progress)?;
+    let tracks = model.tracks.iter().map(|(t, _)| *t);
+    Ok(tracks.zip(sink.finish()?).collect())
+}
+
+/// Pauses between attempts to reach Redis: doubling from [`BACKOFF_MIN`] up to [`BACKOFF_MAX`],
+/// with jitter so that workers cut off together do not come back in step.
+fn redis_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+}
+
+/// The claim loop's back-off between Redis reconnection attempts, logging the first failure of a
+/// run of failures as a warning and the rest at debug level.
 #[derive(Default)]
 struct Backoff {
-    pause: Option<Duration>,
+    delays: Option<ExponentialBackoff>,
 }
 
 impl Backoff {
     fn ok(&mut self) {
-        if self.pause.take().is_some() {
+        if self.delays.take().is_some() {
             tracing::info!("Redis reachable again");
         }
     }
 
     async fn fail(&mut self, what: &str, e: &stemsep_common::Error, stop: &CancellationToken) {
-        let pause = match self.pause {
+        let delays = match &mut self.delays {
+            Some(d) => {
+                tracing::debug!(error = %e, "{what}; retrying");
+                d
+            }
             None => {
                 tracing::warn!(error = %e, "{what}; retrying");
-                BACKOFF_MIN
-            }
-            Some(p) => {
-                tracing::debug!(error = %e, "{what}; retrying");
-                (p * 2).min(BACKOFF_MAX)
+                self.delays.insert(redis_backoff().build())
             }
         };
-        self.pause = Some(pause);
+        let pause = delays.next().unwrap_or(BACKOFF_MAX);
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}

@@ -37,19 +37,17 @@ impl Storage for LocalStorage {
         let path = self.path(key);
         let dir = path.parent().expect("object keys have a directory");
         tokio::fs::create_dir_all(dir).await?;
-        // Write beside the target, then rename: readers never see a partial object.
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("object"),
-            std::process::id() as u64 ^ rand_suffix()
-        ));
-        tokio::fs::write(&tmp, &data).await?;
-        if let Err(e) = tokio::fs::rename(&tmp, &path).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e.into());
-        }
+        // Write a temporary file beside the target, then rename it over the target: readers
+        // never see a partial object, and a failed write leaves no stray file behind.
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = path.parent().expect("object keys have a directory");
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            std::io::Write::write_all(&mut tmp, &data)?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("writing {key}: {e}")))??;
         Ok(())
     }
 
@@ -101,14 +99,4 @@ impl Storage for LocalStorage {
         tokio::fs::remove_file(&probe).await?;
         Ok(())
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    (N.fetch_add(1, Ordering::Relaxed) << 32) ^ t
 }

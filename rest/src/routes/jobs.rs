@@ -10,9 +10,9 @@ use stemsep_common::queue::Enqueued;
 use stemsep_common::storage::ObjectKey;
 
 use crate::error::ApiError;
-use crate::probe::{probe, ProbeVerdict};
 use crate::routes::{parse_hash, shorten};
 use crate::state::AppState;
+use stemsep_audio::AudioError;
 
 /// The lab's submission body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -183,19 +183,20 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     let mp3 = decode_base64(&req.mp3)?;
     let max_seconds = state.max_seconds;
     let probe_input = mp3.clone();
-    let info = web::block(move || probe(probe_input, max_seconds))
+    let max_duration = std::time::Duration::from_secs(max_seconds);
+    let info = web::block(move || stemsep_audio::probe(&probe_input, max_duration))
         .await
-        .map_err(|e| ApiError::Internal(format!("MP3 check did not run: {e}")))?
-        .map_err(|v| match v {
-            ProbeVerdict::NotMp3(why) => ApiError::Unprocessable(format!("the upload is not a decodable MP3 ({why})")),
-            ProbeVerdict::TooLong(secs, limit) => ApiError::Unprocessable(format!(
-                "the song is longer than {limit} s (at least {secs:.0} s); send a song of at most {} min {} s",
-                limit / 60,
-                limit % 60
+        .map_err(|e| ApiError::Internal(format!("audio check did not run: {e}")))?
+        .map_err(|e| match e {
+            AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
+                "the song is longer than {max_seconds} s (at least {secs:.0} s); send a song of at most {} min {} s",
+                max_seconds / 60,
+                max_seconds % 60
             )),
+            other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
         })?;
     let hash = SongHash::compute(&mp3, &model);
-    tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "MP3 checked");
+    tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
 
     let previous = state
         .queue

@@ -2,7 +2,7 @@
 //! `GET|DELETE /apiv1/remove/<hash>/<track>`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use stemsep_common::job::{JobState, SongHash, Track};
 use stemsep_common::storage::ObjectKey;
@@ -23,49 +23,25 @@ pub struct RemoveResponse {
     pub reason: String,
 }
 
-/// A byte range request, inclusive bounds as in the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ByteRange {
-    /// `bytes=a-b` or `bytes=a-`.
-    From(u64, Option<u64>),
-    /// `bytes=-n`: the last n bytes.
-    Suffix(u64),
-}
-
-/// Parses a single `bytes=` range; anything else (several ranges, other units, junk) is ignored
-/// and the whole object served, as RFC 9110 allows.
-fn parse_range(value: &str) -> Option<ByteRange> {
-    let spec = value.trim().strip_prefix("bytes=")?.trim();
-    if spec.contains(',') {
+/// The single byte range a `Range` header asks for, resolved against an object of `size` bytes
+/// into `start..end` (end exclusive): `None` to serve the whole object (no header, several
+/// ranges, other units or junk, as RFC 9110 allows), an error when it lies outside. actix-web
+/// parses the header; its resolution clamps the end, so no client value can overflow.
+fn requested_range(
+    range: Option<&header::Range>,
+    size: u64,
+) -> Option<Result<(u64, u64), ApiError>> {
+    let header::Range::Bytes(specs) = range? else {
         return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        return b.parse().ok().map(ByteRange::Suffix);
-    }
-    let start = a.parse().ok()?;
-    let end = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse().ok()?)
     };
-    if end.is_some_and(|e| e < start) {
+    let [spec] = specs.as_slice() else {
         return None;
-    }
-    Some(ByteRange::From(start, end))
-}
-
-/// Resolves a range against the object size into `start..end` (end exclusive).
-fn resolve(range: ByteRange, size: u64) -> Result<(u64, u64), ApiError> {
-    let (start, end) = match range {
-        ByteRange::From(start, end) => (start, end.map_or(size, |e| (e + 1).min(size))),
-        ByteRange::Suffix(n) => (size.saturating_sub(n), size),
     };
-    if start >= size || start >= end {
-        return Err(ApiError::RangeNotSatisfiable(size));
-    }
-    Ok((start, end))
+    Some(
+        spec.to_satisfiable_range(size)
+            .map(|(first, last)| (first, last + 1))
+            .ok_or(ApiError::RangeNotSatisfiable(size)),
+    )
 }
 
 /// Download one stem as `audio/mpeg`; supports `Range: bytes=...` (206).
@@ -92,22 +68,19 @@ pub async fn track(
 ) -> Result<HttpResponse, ApiError> {
     let (hash, track) = (parse_hash(&path.0)?, parse_track(&path.1)?);
     let key = ObjectKey::stem(&hash, track);
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_range);
+    let range = req.get_header::<header::Range>();
     let opened = match range {
         None => state.storage.read(&key, None).await.map(|r| (r, None)),
+        // An empty read is the cheapest way to learn the size before choosing the bytes.
         Some(range) => match state.storage.read(&key, Some((0, 0))).await {
-            // An empty read is the cheapest way to learn the size before choosing the bytes.
-            Ok(stat) => match resolve(range, stat.size) {
-                Ok((start, end)) => state
+            Ok(stat) => match requested_range(Some(&range), stat.size) {
+                None => state.storage.read(&key, None).await.map(|r| (r, None)),
+                Some(Ok((start, end))) => state
                     .storage
                     .read(&key, Some((start, end)))
                     .await
                     .map(|r| (r, Some((start, end)))),
-                Err(e) => return Err(e),
+                Some(Err(e)) => return Err(e),
             },
             Err(e) => Err(e),
         },
@@ -207,19 +180,25 @@ mod tests {
 
     #[test]
     fn ranges() {
+        let resolve = |value: &str, size: u64| {
+            let range: Option<header::Range> = value.parse().ok();
+            requested_range(range.as_ref(), size).map(|r| r.map_err(|e| e.to_string()))
+        };
+        assert_eq!(resolve("bytes=0-99", 50), Some(Ok((0, 50))));
+        assert_eq!(resolve("bytes=10-19", 50), Some(Ok((10, 20))));
+        assert_eq!(resolve("bytes=40-", 50), Some(Ok((40, 50))));
+        assert_eq!(resolve("bytes=-10", 50), Some(Ok((40, 50))));
+        assert_eq!(resolve("bytes=-100", 50), Some(Ok((0, 50))));
+        // The largest end a client can write is clamped, not incremented past u64::MAX.
         assert_eq!(
-            parse_range("bytes=0-99"),
-            Some(ByteRange::From(0, Some(99)))
+            resolve("bytes=0-18446744073709551615", 50),
+            Some(Ok((0, 50)))
         );
-        assert_eq!(parse_range("bytes=100-"), Some(ByteRange::From(100, None)));
-        assert_eq!(parse_range("bytes=-10"), Some(ByteRange::Suffix(10)));
-        assert_eq!(parse_range("bytes=5-1"), None);
-        assert_eq!(parse_range("bytes=0-1,5-6"), None);
-        assert_eq!(parse_range("items=0-1"), None);
-        assert_eq!(resolve(ByteRange::From(0, Some(99)), 50).unwrap(), (0, 50));
-        assert_eq!(resolve(ByteRange::Suffix(10), 50).unwrap(), (40, 50));
-        assert_eq!(resolve(ByteRange::Suffix(100), 50).unwrap(), (0, 50));
-        assert!(resolve(ByteRange::From(50, None), 50).is_err());
-        assert!(resolve(ByteRange::Suffix(0), 50).is_err());
+        assert!(matches!(resolve("bytes=50-", 50), Some(Err(_))));
+        assert!(matches!(resolve("bytes=-0", 50), Some(Err(_)) | None));
+        // Several ranges, other units and junk: the whole object.
+        assert_eq!(resolve("bytes=0-1,5-6", 50), None);
+        assert_eq!(resolve("items=0-1", 50), None);
+        assert_eq!(resolve("bytes=abc", 50), None);
     }
 }

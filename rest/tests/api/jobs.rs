@@ -36,6 +36,38 @@ async fn stock_client_submission_is_enqueued_with_the_lab_hash() {
 }
 
 #[tokio::test]
+async fn a_wav_upload_is_accepted_because_the_worker_decodes_it() {
+    // The server's audio check and the worker's decoder are one function (stemsep-audio): what
+    // one accepts, the other reads. One second of a 440 Hz tone as 16-bit stereo PCM.
+    let app = spawn_app().await;
+    let frames = 44_100u32;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + 4 * frames).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32, 0x0002_0001, 44_100, 44_100 * 4, 0x0010_0004] {
+        wav.extend_from_slice(&field.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(4 * frames).to_le_bytes());
+    for i in 0..frames {
+        let x = (f64::from(i) * 440.0 * std::f64::consts::TAU / 44_100.0).sin();
+        let sample = ((x * 8000.0) as i16).to_le_bytes();
+        wav.extend_from_slice(&sample);
+        wav.extend_from_slice(&sample);
+    }
+    let resp = app.post_json(&json!({"mp3": b64(&wav)})).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["hash"], lab_hash(&wav));
+    let hash: SongHash = lab_hash(&wav).parse().unwrap();
+    assert_eq!(
+        app.storage.get(&ObjectKey::input(&hash)).await.unwrap(),
+        wav
+    );
+}
+
+#[tokio::test]
 async fn resubmission_is_idempotent_and_says_why() {
     let app = spawn_app().await;
     let mp3 = song(2);
@@ -204,8 +236,9 @@ async fn bad_inputs_get_json_errors_and_leave_nothing_behind() {
     )
     .await;
 
-    // Valid base64 of things that are not MP3 → 422.
-    let wav_header = b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00\x44\xac\x00\x00\x10\xb1\x02\x00\x04\x00\x10\x00data\x00\x08\x00\x00";
+    // Valid base64 of things that are not decodable audio → 422. The WAV header declares 1 MiB
+    // of samples and 2 KiB follow: truncated, as the worker's decoder would find.
+    let wav_header = b"RIFF\x24\x00\x10\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00\x44\xac\x00\x00\x10\xb1\x02\x00\x04\x00\x10\x00data\x00\x00\x10\x00";
     let mut wav = wav_header.to_vec();
     wav.extend(std::iter::repeat_n(0u8, 2048));
     let random: Vec<u8> = (0..20_000u32)
@@ -219,7 +252,7 @@ async fn bad_inputs_get_json_errors_and_leave_nothing_behind() {
         mp3[..40].to_vec(),
     ] {
         let msg = expect_error(app.post_json(&json!({"mp3": b64(&junk)})).await, 422).await;
-        assert!(msg.contains("not a decodable MP3"), "{msg}");
+        assert!(msg.contains("not decodable audio"), "{msg}");
     }
 
     // Nothing was stored or queued by any of that.

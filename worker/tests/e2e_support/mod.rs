@@ -331,49 +331,11 @@ impl Env {
     }
 }
 
-/// Decodes a whole MP3 with symphonia; returns its length in seconds (frames / rate).
+/// Decodes a whole MP3 as the worker does; returns its length in seconds (frames / rate).
 pub fn mp3_seconds(bytes: &[u8]) -> f64 {
-    use symphonia::core::codecs::DecoderOptions;
-    use symphonia::core::formats::FormatOptions;
-    use symphonia::core::io::MediaSourceStream;
-    use symphonia::core::meta::MetadataOptions;
-    use symphonia::core::probe::Hint;
-    let src = MediaSourceStream::new(
-        Box::new(std::io::Cursor::new(bytes.to_vec())),
-        Default::default(),
-    );
-    let mut hint = Hint::new();
-    hint.with_extension("mp3");
-    let mut probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            src,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .expect("the stem is an MP3 symphonia recognises");
-    let track = probed
-        .format
-        .default_track()
-        .expect("an audio track")
-        .clone();
-    let rate = track.codec_params.sample_rate.expect("a sample rate") as f64;
-    let mut dec = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .expect("an MP3 decoder");
-    let mut frames = 0u64;
-    loop {
-        match probed.format.next_packet() {
-            Ok(p) => frames += dec.decode(&p).expect("every packet decodes").frames() as u64,
-            Err(symphonia::core::errors::Error::IoError(e))
-                if e.kind() == std::io::ErrorKind::UnexpectedEof =>
-            {
-                break
-            }
-            Err(e) => panic!("demuxing the stem: {e}"),
-        }
-    }
-    frames as f64 / rate
+    stemsep_audio::decode(bytes, std::time::Duration::from_secs(3600))
+        .expect("the stem decodes")
+        .seconds()
 }
 
 /// The listener's address. Not 127.0.0.1: allowing it must not also allow `localhost`, the stock

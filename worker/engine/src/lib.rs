@@ -1,0 +1,239 @@
+//! stemsep's separation engine: a Demucs model exported to ONNX (the split contract of
+//! `model/README.md`), run by tract with our own kernels for the products and convolutions, and
+//! the host side around it — resampling, STFT/iSTFT, segmenting and overlap-add — as demucs 4.1's
+//! `api.Separator` → `apply.apply_model` does it (shifts 0, overlap 0.25).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use stemsep_engine::{Mp3Sink, Separator};
+//!
+//! let separator = Separator::load("model/default/htdemucs.onnx".as_ref())?;
+//! let audio = stemsep_audio::decode(&std::fs::read("song.mp3")?, Duration::from_secs(1200))?;
+//! let info = separator.info();
+//! let mut sink = Mp3Sink::per_source(info.sources.len(), info.sample_rate, 320)?;
+//! separator.separate(audio, &mut sink, &|percent| eprintln!("{percent} %"))?;
+//! for (name, mp3) in info.sources.iter().zip(sink.finish()?) {
+//!     std::fs::write(format!("{name}.mp3"), mp3)?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Loading plans the model once; a [`Separator`] is then shared by any number of songs and
+//! threads. Memory stays flat in the song length beyond the decoded input and what the sink keeps.
+#![warn(missing_docs)]
+
+mod dsp;
+mod error;
+mod kernels;
+mod memory;
+mod model;
+mod separate;
+mod sink;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use error::EngineError;
+pub use memory::keep_freed_memory;
+pub use model::NodeTime;
+pub use sink::{CollectSink, Mp3Sink, Progress, StemSink};
+pub use stemsep_audio::PlanarAudio;
+
+use dsp::resample::resample;
+use dsp::stft::Stft;
+use model::Model;
+use separate::Chunking;
+
+/// The facts a model carries about itself (ONNX `metadata_props` or a sidecar `<model>.onnx.json`;
+/// see `model/README.md` §1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Model name, e.g. `htdemucs`.
+    pub name: String,
+    /// Source names in the order of the model's output axis.
+    pub sources: Vec<String>,
+    /// Sample rate the model works at, in Hz.
+    pub sample_rate: u32,
+    /// Audio channels the model takes (2).
+    pub channels: usize,
+    /// Segment length the model takes, in samples per channel.
+    pub segment_samples: usize,
+    /// STFT size, in samples.
+    pub n_fft: usize,
+    /// STFT hop, in samples.
+    pub hop_length: usize,
+    /// Fraction of a segment consecutive segments share (0.25).
+    pub overlap: f64,
+}
+
+/// How the engine uses the machine's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Threads one segment's products and convolutions share out over (the model's pool); with
+    /// several segments in flight, each gets its share of them.
+    pub threads_per_segment: usize,
+    /// Segments computed at the same time (each holds one segment's activations in memory).
+    /// A song whose segment count this does not divide opens with the leftover ones alongside:
+    /// up to `2·n - 1` for its first segments.
+    pub segments_in_flight: usize,
+}
+
+impl Default for EngineConfig {
+    /// All cores, over two segments side by side when a song has two: one segment across two
+    /// cores leaves one idle through tract's elementwise operators, which run on one thread; two
+    /// on one core each do not (`make bench` measures both).
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineConfig {
+            threads_per_segment: cores,
+            segments_in_flight: cores.min(2),
+        }
+    }
+}
+
+/// Wall time of one segment's stages ([`Separator::time_segment`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentTimes {
+    /// The mixture's STFT.
+    pub stft: Duration,
+    /// The ONNX core (tract and our kernels).
+    pub core: Duration,
+    /// The iSTFT of every source's frequency branch.
+    pub istft: Duration,
+}
+
+/// A loaded, optimised model ready to separate any number of songs, from any number of threads.
+pub struct Separator {
+    model: Model,
+    stft: Stft,
+    config: EngineConfig,
+}
+
+impl Separator {
+    /// Loads, optimises and plans the ONNX model once, using every core ([`EngineConfig`]'s
+    /// default).
+    pub fn load(model_path: &Path) -> Result<Separator, EngineError> {
+        Separator::load_with(model_path, EngineConfig::default())
+    }
+
+    /// [`Separator::load`] with an explicit use of cores.
+    pub fn load_with(model_path: &Path, config: EngineConfig) -> Result<Separator, EngineError> {
+        let model = Model::load(model_path, config.threads_per_segment.max(1))?;
+        let info = model.info();
+        let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).map_err(|e| {
+            EngineError::Model {
+                path: model_path.display().to_string(),
+                reason: e,
+            }
+        })?;
+        Ok(Separator {
+            model,
+            stft,
+            config,
+        })
+    }
+
+    /// The model's facts.
+    pub fn info(&self) -> &ModelInfo {
+        self.model.info()
+    }
+
+    /// Separates `audio` (the model's channel count, any sample rate: it is resampled to the
+    /// model's) into the model's sources, streaming them to `sink` at the model's rate, in
+    /// [`ModelInfo::sources`] order, and reporting `progress` as segments finish.
+    pub fn separate(
+        &self,
+        audio: PlanarAudio,
+        sink: &mut dyn StemSink,
+        progress: &dyn Progress,
+    ) -> Result<(), EngineError> {
+        let info = self.info();
+        if audio.channels.len() != info.channels {
+            return Err(EngineError::Input(format!(
+                "{} audio channels; the model takes {}",
+                audio.channels.len(),
+                info.channels
+            )));
+        }
+        if audio.is_empty() {
+            return Err(stemsep_audio::AudioError::NoAudio.into());
+        }
+        let mix = resample(audio.channels, audio.sample_rate, info.sample_rate)?;
+        separate::separate(
+            &self.model,
+            &self.stft,
+            &mix,
+            self.config.segments_in_flight,
+            sink,
+            progress,
+        )
+    }
+
+    /// [`Separator::separate`] into memory: `result[s][c][n]`, sources in [`ModelInfo::sources`]
+    /// order, at the model's sample rate.
+    pub fn separate_planar(
+        &self,
+        audio: PlanarAudio,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Vec<Vec<f32>>>, EngineError> {
+        let mut sink = CollectSink::default();
+        self.separate(audio, &mut sink, progress)?;
+        Ok(sink.stems)
+    }
+
+    /// Segments a song of `samples` samples per channel (at the model's rate) is cut into.
+    pub fn segments(&self, samples: usize) -> usize {
+        let info = self.info();
+        Chunking::new(samples, info.segment_samples, info.overlap).count()
+    }
+
+    /// Runs the first segment of `audio` (at the model's rate; zero-padded if shorter) through
+    /// STFT → core → iSTFT on the model's pool, timing each stage. For benchmarks.
+    pub fn time_segment(&self, audio: &PlanarAudio) -> Result<SegmentTimes, EngineError> {
+        let (mix, channels) = self.first_segment(audio)?;
+        let mut scratch = self.stft.scratch();
+        let started = Instant::now();
+        let mut spec = vec![0.0f32; self.stft.spec_len(channels)];
+        self.stft
+            .forward_into(&mix, channels, &mut spec, &mut scratch);
+        let stft = started.elapsed();
+        let started = Instant::now();
+        let out = self.model.run(mix, spec)?;
+        let core = started.elapsed();
+        let started = Instant::now();
+        let t = self.info().segment_samples;
+        separate::combine(&self.stft, &out, channels, &mut scratch, 0, t)?;
+        Ok(SegmentTimes {
+            stft,
+            core,
+            istft: started.elapsed(),
+        })
+    }
+
+    /// Runs the first segment of `audio` like [`Separator::time_segment`], timing every node of
+    /// the optimised plan instead (the wrapper adds a few µs per node). For `make bench-profile`.
+    pub fn profile_segment(&self, audio: &PlanarAudio) -> Result<Vec<NodeTime>, EngineError> {
+        let (mix, channels) = self.first_segment(audio)?;
+        let spec = self.stft.forward(&mix, channels);
+        self.model.profile(mix, spec)
+    }
+
+    /// The first segment of `audio`, planar `[C][T]`, and its channel count.
+    fn first_segment(&self, audio: &PlanarAudio) -> Result<(Vec<f32>, usize), EngineError> {
+        let info = self.info();
+        if audio.channels.len() != info.channels || audio.sample_rate != info.sample_rate {
+            return Err(EngineError::Input(format!(
+                "a benchmark segment must be {} channels at {} Hz",
+                info.channels, info.sample_rate
+            )));
+        }
+        let t = info.segment_samples;
+        let mut mix = vec![0.0f32; info.channels * t];
+        for (plane, channel) in mix.chunks_exact_mut(t).zip(&audio.channels) {
+            let n = channel.len().min(t);
+            plane[..n].copy_from_slice(&channel[..n]);
+        }
+        Ok((mix, info.channels))
+    }
+}

@@ -1,0 +1,120 @@
+//! The whole Rust pipeline (normalise → chunk → STFT → tract core → iSTFT → overlap-add →
+//! de-normalise) on the committed tiny model and golden clip, against the stems demucs'
+//! `Separator` (apply_model, shifts 0, overlap 0.25) produced for it: `model/tiny/golden/`; and,
+//! run by `make bench-fidelity`, the same on a full-size export.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use stemsep_engine::PlanarAudio;
+use stemsep_engine::{EngineConfig, Separator};
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model/tiny")
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
+    let signal: f64 = reference.iter().map(|&x| (x as f64).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(estimate)
+        .map(|(&r, &e)| (r as f64 - e as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-300)).log10()
+}
+
+#[test]
+fn tiny_model_matches_apply_model_golden_stems() {
+    // Segments side by side on one thread each, one segment on a pool, side by side on pools of
+    // their own, and (4 chunks, 3 in flight) the leftover one alongside the first three.
+    for (threads_per_segment, segments_in_flight) in [(1, 2), (2, 1), (4, 2), (2, 3)] {
+        let config = EngineConfig {
+            threads_per_segment,
+            segments_in_flight,
+        };
+        println!("{config:?}");
+        matches_golden(&tiny().join("tiny.onnx"), &tiny().join("golden"), config);
+    }
+}
+
+/// The same on a full-size htdemucs export, whose large products, convolutions and transposed
+/// convolutions take the engine's own kernels (the tiny model's are too small to): `make bench`
+/// exports the random-init model with its golden stems and runs this.
+#[test]
+#[ignore = "needs a full-size export and its golden stems (torch): make bench-fidelity"]
+fn full_size_model_matches_apply_model_golden_stems() {
+    let var = |name: &str| -> PathBuf {
+        std::env::var_os(name)
+            .unwrap_or_else(|| panic!("set {name} (make bench-fidelity does)"))
+            .into()
+    };
+    // The products shared out over two threads, and the default (segments side by side).
+    let pooled = EngineConfig {
+        threads_per_segment: 2,
+        segments_in_flight: 1,
+    };
+    for config in [pooled, EngineConfig::default()] {
+        println!("{config:?}");
+        matches_golden(
+            &var("STEMSEP_FULLSIZE_MODEL"),
+            &var("STEMSEP_FULLSIZE_GOLDEN"),
+            config,
+        );
+    }
+}
+
+/// Separates `golden/mix.f32` with `model` and compares every stem with `golden/stems.f32`.
+fn matches_golden(model: &Path, golden_dir: &Path, config: EngineConfig) {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden_dir.join("meta.json")).unwrap())
+            .unwrap();
+    let len = meta["length"].as_u64().unwrap() as usize;
+    let mix = read_f32(&golden_dir.join("mix.f32"));
+    let golden = read_f32(&golden_dir.join("stems.f32"));
+    let audio = PlanarAudio {
+        sample_rate: 44_100,
+        channels: mix.chunks_exact(len).map(<[f32]>::to_vec).collect(),
+    };
+
+    let separator = Separator::load_with(model, config).unwrap();
+    let info = separator.info();
+    let sources: Vec<&str> = meta["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(info.sources, sources);
+
+    let seen = Mutex::new(Vec::new());
+    let stems = separator
+        .separate_planar(audio, &|p| seen.lock().unwrap().push(p))
+        .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.first(), Some(&0));
+    assert_eq!(seen.last(), Some(&100));
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "progress went backwards: {seen:?}"
+    );
+    assert_eq!(seen.len(), 1 + meta["chunks"].as_array().unwrap().len());
+
+    assert_eq!(stems.len(), sources.len());
+    for (s, name) in sources.iter().enumerate() {
+        assert_eq!(stems[s].len(), 2);
+        let est: Vec<f32> = stems[s].concat();
+        assert_eq!(est.len(), 2 * len);
+        let reference = &golden[s * 2 * len..(s + 1) * 2 * len];
+        let snr = snr_db(reference, &est);
+        println!("{name}: {snr:.1} dB SNR against apply_model");
+        assert!(snr >= 80.0, "{name}: {snr:.1} dB < 80 dB");
+    }
+}
