@@ -10,6 +10,9 @@ PY := $(VENV)/bin/python
 export STEMSEP_FAKE_GCS_BIN ?= $(VENV)/bin/fake-gcs-server
 
 PORT ?= 5000
+empty :=
+space := $(empty) $(empty)
+comma := ,
 DATA ?= data
 # Ground-truth renders (model/corpus.py) for `make eval` and model/train.py.
 CORPUS ?= $(HOME)/.cache/stemsep/corpus
@@ -35,35 +38,59 @@ unit: corpus-excerpt
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 
-## bench: engine figures on a full-size random-init htdemucs export (made with model/export.py, which
-## needs torch: pip install -r model/requirements.txt, and made again when export.py changes the graph),
-## then the load run on the tiny model. BENCH_MODEL=<file> benches another export as it is;
-## BENCH_PYTHON=<python with model/requirements.txt> runs the onnxruntime/PyTorch comparison.
-RANDOM_MODEL := $(HOME)/.cache/stemsep/models/htdemucs-random.onnx
-RANDOM_GOLDEN := $(HOME)/.cache/stemsep/models/htdemucs-random-golden
-BENCH_MODEL ?= $(RANDOM_MODEL)
-BENCH_PYTHON ?= python3
+## model: export the pretrained Demucs model NAME (htdemucs, htdemucs_ft, htdemucs_6s, hdemucs_mmi)
+## into $(DATA)/models/NAME, which `make run` then serves. Needs internet: demucs downloads the weights.
+## Makes its own Python environment from model/requirements.txt (torch: a few GB, once).
+MODEL_VENV ?= $(HOME)/.cache/stemsep/model-venv
+MODEL_PY := $(MODEL_VENV)/bin/python
+.PHONY: model model-deps
+model: model-deps
+	@test -n "$(NAME)" || { echo "usage: make model NAME=htdemucs_ft (or htdemucs, htdemucs_6s, hdemucs_mmi)" >&2; exit 2; }
+	"$(MODEL_PY)" model/export.py --model "$(NAME)" -o "$(DATA)/models/$(NAME)"
+
+model-deps: $(MODEL_VENV)/.installed
+$(MODEL_VENV)/.installed: model/requirements.txt
+	python3 -m venv "$(MODEL_VENV)"
+	"$(MODEL_VENV)/bin/pip" install -q -r model/requirements.txt
+	touch "$@"
+
+## model-check: every supported name through demucs' own get_model, offline: a local hub repository
+## laid out as demucs downloads it (model/family.py, random weights of each model's exact
+## architecture), export.py --model NAME from it, golden stems from apply_model on the whole bag,
+## then the Rust engine against them (>= 80 dB SNR per stem). Full size: ~20 min on 2 cores.
+FAMILY := htdemucs htdemucs_ft htdemucs_6s hdemucs_mmi
+CHECK_DIR := $(HOME)/.cache/stemsep/model-check
+# Golden clips span three chunks and end on a short one: 3 x 7.8 s segments, or 3 x 44 s for hdemucs_mmi.
+GOLDEN_LENGTH = $(if $(filter hdemucs_mmi,$*),3900001,700001)
+.PHONY: model-check bench-fidelity
+model-check: $(FAMILY:%=$(CHECK_DIR)/%/manifest.json)
+	STEMSEP_FULLSIZE_DIR="$(CHECK_DIR)" cargo test -p stemsep-engine --test fidelity -- --ignored --nocapture
+
+$(CHECK_DIR)/%/manifest.json: model/export.py model/family.py | model-deps
+	"$(MODEL_PY)" model/family.py --hub "$(CHECK_DIR)/hub" --seed 42 $*
+	HF_HUB_CACHE="$(CHECK_DIR)/hub" HF_HUB_OFFLINE=1 "$(MODEL_PY)" model/export.py --model $* \
+	  -o "$(CHECK_DIR)/$*" --golden "$(CHECK_DIR)/$*-golden" --golden-length $(GOLDEN_LENGTH)
+
+## bench: fidelity of the whole family, engine speed (per model, and against onnxruntime/PyTorch on
+## htdemucs), per-operator profile, then the load run on the tiny model. BENCH_MODEL=<file or dir>
+## benches another export as it is.
+BENCH_MODEL ?= $(CHECK_DIR)/htdemucs
+BENCH_PYTHON ?= $(MODEL_PY)
+BENCH_MODELS ?= $(foreach m,$(FAMILY),$(m)=$(CHECK_DIR)/$(m))
 bench: bench-fidelity bench-engine bench-profile bench-load
 
-# The golden stems are demucs' own apply_model on a 3-segment clip (about a minute of torch).
-$(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json &: model/export.py
-	"$(BENCH_PYTHON)" model/export.py --random-init --seed 42 -o "$(RANDOM_MODEL)" \
-	  --golden "$(RANDOM_GOLDEN)" --golden-length 700001
+## bench-fidelity: the full-size exports of model-check through the whole Rust pipeline against
+## demucs' own stems (>= 80 dB SNR per stem), as the tiny models are in make test.
+bench-fidelity: model-check
 
-## bench-fidelity: the full-size random-init export through the whole Rust pipeline against its
-## golden stems (>= 80 dB SNR per stem), as the tiny model is in make test.
-.PHONY: bench-fidelity
-bench-fidelity: $(RANDOM_MODEL) $(RANDOM_GOLDEN)/meta.json
-	STEMSEP_FULLSIZE_MODEL="$(RANDOM_MODEL)" STEMSEP_FULLSIZE_GOLDEN="$(RANDOM_GOLDEN)" \
-	  cargo test -p stemsep-engine --test fidelity -- --ignored --nocapture
-
-bench-engine: $(BENCH_MODEL)
+bench-engine: $(FAMILY:%=$(CHECK_DIR)/%/manifest.json)
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
+	  STEMSEP_BENCH_MODELS="$(subst $(space),$(comma),$(strip $(BENCH_MODELS)))" \
 	  cargo bench -p stemsep-engine --bench separate
 
 ## bench-profile: one segment of BENCH_MODEL with every tract node timed, summed per operator.
 .PHONY: bench-profile
-bench-profile: $(BENCH_MODEL)
+bench-profile: $(CHECK_DIR)/htdemucs/manifest.json
 	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" cargo bench -p stemsep-engine --bench profile
 
 system-deps:

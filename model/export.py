@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Export an HTDemucs model to the stemsep split form: host STFT/iSTFT + learned core in ONNX.
+"""Export a Demucs model to the stemsep split form: host STFT/iSTFT + learned cores in ONNX.
 
-The contract (tensor names, shapes, metadata keys, host DSP) is in model/README.md.
+The contract (tensor names, shapes, metadata keys, host DSP, model directories) is in model/README.md.
 
 Modes:
-  --model NAME        pretrained weights via demucs.pretrained.get_model (downloads: needs internet)
-  --random-init       the htdemucs architecture (kwargs of checkpoint 955717e8) with seeded random weights
-  --tiny              a small HTDemucs (same architecture, few channels, 1 s segment) for tests
+  --model NAME        a pretrained bag by name (htdemucs, htdemucs_ft, htdemucs_6s, ...) through
+                      demucs.pretrained.get_model (downloads: needs internet)
+  --model NAME --random-init
+                      the same bag's exact architecture (model/family.py) with seeded random weights
+  --random-init       the htdemucs architecture alone (kwargs of checkpoint 955717e8), random weights
+  --tiny              a small HTDemucs (same architecture, few channels) for tests; --tiny-variant
+                      picks the 6-source one or a two-member bag (one-hot or mixed weights)
   --checkpoint FILE   a model trained by model/train.py (its kwargs and weights)
-With --golden DIR it also writes golden vectors produced by demucs' own Separator/apply_model path.
+The output is a model directory (manifest.json + one core per member), or, with -o FILE.onnx, the single
+core of a one-member model (+ its .onnx.json sidecar). With --golden DIR it also writes golden vectors
+produced by demucs' own Separator/apply_model path on the whole bag.
 """
 
 from __future__ import annotations
@@ -84,37 +90,80 @@ def wake_layer_scales(model: nn.Module, gen: torch.Generator) -> None:
                 module.scale.copy_(0.1 + 0.9 * torch.rand(module.scale.shape, generator=gen))
 
 
-def build_model(args) -> tuple[HTDemucs, str, str]:
-    """Returns (model in eval mode, stemsep.name, stemsep.version)."""
-    if args.model:
-        from demucs.apply import BagOfModels
+# Tiny variants for the engine's tests: the 4-source model, a 6-source one, two-member bags with one-hot
+# (htdemucs_ft's form) and mixed (mdx's form) weights, and an HDemucs. Four channels and short segments
+# keep them, and their golden clips, small.
+TINY_FAMILY_KWARGS = dict(TINY_KWARGS, channels=4, dconv_comp=4, bottom_channels=16, segment=Fraction(1, 4))
+TINY_VARIANTS = {
+    "4s": dict(sources=SOURCES, members=1, weights=None, kwargs=TINY_KWARGS),
+    "6s": dict(sources=SOURCES + ["guitar", "piano"], members=1, weights=None, kwargs=TINY_FAMILY_KWARGS),
+    "bag-onehot": dict(sources=SOURCES, members=2, weights=[[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]],
+                       kwargs=TINY_FAMILY_KWARGS),
+    "bag-mixed": dict(sources=SOURCES, members=2, weights=[[1.0, 0.5, 0.25, 1.0], [0.5, 1.0, 1.0, 0.0]],
+                      kwargs=TINY_FAMILY_KWARGS),
+    "hdemucs": dict(sources=SOURCES, members=1, weights=None, kwargs=None),
+}
+# The DConv LSTMs of the tiny HDemucs cut their input into frames above 8 steps (200 in demucs), so that
+# its full segments take the framed path and a short last chunk the whole-sequence one, as songs do with
+# hdemucs_mmi's 44 s segments.
+TINY_HDEMUCS_LSTM_STEPS = 8
+
+
+def tiny_hdemucs() -> nn.Module:
+    """hdemucs_mmi's architecture (family.HDEMUCS_MMI_KWARGS) with two channels (compression 2, so that
+    the first DConv keeps one) and a 0.5 s segment."""
+    from demucs.demucs import BLSTM
+    from demucs.hdemucs import HDemucs
+
+    import family
+
+    model = HDemucs(sources=SOURCES,
+                    **dict(family.HDEMUCS_MMI_KWARGS, channels=2, dconv_comp=2, segment=Fraction(1, 2)))
+    for module in model.modules():
+        if isinstance(module, BLSTM):
+            module.max_steps = TINY_HDEMUCS_LSTM_STEPS
+    return model
+
+
+def build_bag(args):
+    """Returns (demucs BagOfModels in eval mode, stemsep.name, stemsep.version, weights kind)."""
+    from demucs.apply import BagOfModels
+
+    import family
+
+    if args.model and not args.random_init:
         from demucs.pretrained import get_model
 
         loaded = get_model(args.model)
-        if isinstance(loaded, BagOfModels):
-            if len(loaded.models) != 1 or any(w != 1.0 for ws in loaded.weights for w in ws):
-                sys.exit(f"{args.model} is a bag of {len(loaded.models)} weighted models; "
-                         "export supports single-model bags only")
-            model = loaded.models[0]
-        else:
-            model = loaded
-        if not isinstance(model, HTDemucs):
-            sys.exit(f"{args.model} is a {type(model).__name__}, only HTDemucs is supported")
-        sig = getattr(model, "_stemsep_sig", None) or args.model
-        return model.eval(), args.model, f"demucs-{demucs.__version__}:{sig}"
+        bag = loaded if isinstance(loaded, BagOfModels) else BagOfModels([loaded])
+        return bag.eval(), args.model, f"demucs-{demucs.__version__}:{args.model}", "pretrained"
+    seed_everything(args.seed)
+    if args.model:
+        bag = family.random_bag(family.bag_spec(args.model), args.seed)
+        return bag, args.model, f"demucs-{demucs.__version__}:{args.model}:random-init-seed-{args.seed}", "random"
     if args.checkpoint:
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         model = HTDemucs(sources=ckpt["sources"], **ckpt["kwargs"])
         model.load_state_dict(ckpt["state"])
-        return model.eval(), args.name or "demo", f"demucs-{demucs.__version__}:stemsep-train-step-{ckpt['step']}"
-    seed_everything(args.seed)
+        version = f"demucs-{demucs.__version__}:stemsep-train-step-{ckpt['step']}"
+        return BagOfModels([model.eval()]).eval(), args.name or "demo", version, "demo"
     if args.tiny:
-        model = HTDemucs(sources=SOURCES, **TINY_KWARGS)
+        variant = TINY_VARIANTS[args.tiny_variant]
         gen = torch.Generator().manual_seed(args.seed)
-        wake_layer_scales(model, gen)
-        return model.eval(), "tiny", f"demucs-{demucs.__version__}:tiny-seed-{args.seed}"
+        models = []
+        for _ in range(variant["members"]):
+            if variant["kwargs"] is None:
+                model = tiny_hdemucs()
+            else:
+                model = HTDemucs(sources=variant["sources"], **variant["kwargs"])
+            wake_layer_scales(model, gen)
+            models.append(model.eval())
+        name = "tiny" if args.tiny_variant == "4s" else f"tiny-{args.tiny_variant}"
+        version = f"demucs-{demucs.__version__}:{name}-seed-{args.seed}"
+        return BagOfModels(models, variant["weights"]).eval(), name, version, "random"
     model = HTDemucs(sources=SOURCES, **HTDEMUCS_KWARGS)
-    return model.eval(), "htdemucs-random", f"demucs-{demucs.__version__}:random-init-seed-{args.seed}"
+    version = f"demucs-{demucs.__version__}:random-init-seed-{args.seed}"
+    return BagOfModels([model.eval()]).eval(), "htdemucs-random", version, "random"
 
 
 def mean_std(x: torch.Tensor, dims: tuple[int, ...], unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -433,6 +482,192 @@ class Core(nn.Module):
         return x, xt
 
 
+class GraphBLSTM(nn.Module):
+    """demucs' BLSTM (demucs.py) for any sequence length in one exported graph.
+
+    demucs runs the LSTM over the whole sequence when it has at most `max_steps` steps, and otherwise
+    over overlapping frames of `max_steps` (stride half that) cut with `as_strided`, keeping each frame's
+    middle. Both are Python branches on the length, which tracing would freeze. Here both are computed
+    with shape arithmetic the graph carries, and `torch.where` on the length picks one: the frames are
+    two shifted reshapes of the zero-padded input (frame k = blocks k and k+1 of half a frame), and the
+    middles are slices, so the same file serves every chunk length. Same sums as demucs on each side.
+    """
+
+    def __init__(self, blstm: nn.Module):
+        super().__init__()
+        self.lstm, self.linear, self.skip = blstm.lstm, blstm.linear, blstm.skip
+        self.width = blstm.max_steps
+        self.half = self.width // 2
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lstm(x.permute(2, 0, 1))[0]
+        return self.linear(x).permute(1, 2, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, T = x.shape
+        plain = self.run(x)
+        # demucs.utils.unfold: ceil(T / half) frames over the input padded to (frames + 1) halves.
+        n = (T + self.half - 1) // self.half
+        padded = F.pad(x, (0, (n + 1) * self.half - T))
+        blocks = padded.reshape(B, C, n + 1, self.half)
+        frames = torch.cat([blocks[:, :, :-1], blocks[:, :, 1:]], dim=3)  # [B, C, n, width]
+        y = self.run(frames.permute(0, 2, 1, 3).reshape(-1, C, self.width))
+        y = y.reshape(B, -1, C, self.width)  # [B, n, C, width]
+        limit = self.half // 2
+        first = y[:, 0, :, :-limit]
+        middle = y[:, 1:-1, :, limit:-limit].permute(0, 2, 1, 3).reshape(B, C, -1)
+        last = y[:, -1, :, limit:]
+        framed = torch.cat([first, middle, last], dim=-1)[..., :T]
+        out = torch.where(torch.as_tensor(T) > self.width, framed, plain)
+        return out + x if self.skip else out
+
+
+def _henc_forward(self, x, inject=None):
+    """HEncLayer.forward (hdemucs.py) with the time branch's padding to a multiple of the stride written
+    as graph arithmetic, `(stride - length % stride) % stride` always, instead of a branch on the length.
+    (Non-negative operands only: runtimes disagree on the remainder of a negative number.)"""
+    if not self.freq and x.dim() == 4:
+        B, C, Fr, T = x.shape
+        x = x.view(B, -1, T)
+    if not self.freq:
+        x = F.pad(x, (0, (self.stride - x.shape[-1] % self.stride) % self.stride))
+    y = self.conv(x)
+    if self.empty:
+        return y
+    if inject is not None:
+        if inject.dim() == 3 and y.dim() == 4:
+            inject = inject[:, :, None]
+        y = y + inject
+    y = F.gelu(self.norm1(y))
+    if self.dconv:
+        if self.freq:
+            B, C, Fr, T = y.shape
+            y = y.permute(0, 2, 1, 3).reshape(-1, C, T)
+        y = self.dconv(y)
+        if self.freq:
+            y = y.view(B, Fr, C, T).permute(0, 2, 1, 3)
+    if self.rewrite:
+        z = self.norm2(self.rewrite(y))
+        z = F.glu(z, dim=1)
+    else:
+        z = y
+    return z
+
+
+def _local_state_forward(self, x):
+    """demucs' LocalState.forward with the diagonal mask taken from the key/query distance (`delta ==
+    0`, the same positions as `torch.eye(T)`), which exports for any T."""
+    B, C, T = x.shape
+    heads = self.heads
+    indexes = torch.arange(T, device=x.device, dtype=x.dtype)
+    delta = indexes[:, None] - indexes[None, :]
+    queries = self.query(x).view(B, heads, -1, T)
+    keys = self.key(x).view(B, heads, -1, T)
+    dots = torch.einsum("bhct,bhcs->bhts", keys, queries)
+    dots /= keys.shape[2] ** 0.5
+    assert not self.nfreqs, "LocalState with frequency kernels is not used by the Demucs family"
+    if self.ndecay:
+        decays = torch.arange(1, self.ndecay + 1, device=x.device, dtype=x.dtype)
+        decay_q = self.query_decay(x).view(B, heads, -1, T)
+        decay_q = torch.sigmoid(decay_q) / 2
+        decay_kernel = - decays.view(-1, 1, 1) * delta.abs() / self.ndecay ** 0.5
+        dots += torch.einsum("fts,bhfs->bhts", decay_kernel, decay_q)
+    dots = dots.masked_fill(delta == 0, -100)
+    weights = torch.softmax(dots, dim=2)
+    content = self.content(x).view(B, heads, -1, T)
+    result = torch.einsum("bhts,bhct->bhcs", weights, content)
+    result = result.reshape(B, -1, T)
+    return x + self.proj(result)
+
+
+def length_generic(model: nn.Module) -> nn.Module:
+    """A copy of an HDemucs whose every length-dependent Python branch is graph arithmetic (see
+    GraphBLSTM, _henc_forward, _local_state_forward): traced once with a dynamic length, it runs at any
+    length as HDemucs.forward does, which apply_model needs for the short last chunk."""
+    import types
+
+    from demucs.demucs import BLSTM, LocalState
+    from demucs.hdemucs import HEncLayer
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, BLSTM):
+                setattr(parent, name, GraphBLSTM(child))
+    for module in model.modules():
+        if isinstance(module, HEncLayer):
+            module.forward = types.MethodType(_henc_forward, module)
+        elif isinstance(module, LocalState):
+            module.forward = types.MethodType(_local_state_forward, module)
+    return model
+
+
+class HCore(nn.Module):
+    """HDemucs.forward (hdemucs.py:689-790) minus `_spec`, `_mask`/`_ispec` and the final sum, at any
+    length: demucs runs an HDemucs at each chunk's own length (it has no `valid_length`), so the short
+    last chunk of a song runs at its length, and the exported graph keeps the length symbolic."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.m = length_generic(model)
+
+    def forward(self, mix: torch.Tensor, spec: torch.Tensor):
+        m = self.m
+        length = mix.shape[-1]
+        x = spec
+        B, C, Fq, T = x.shape
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        xt = mix
+        meant = xt.mean(dim=(1, 2), keepdim=True)
+        stdt = xt.std(dim=(1, 2), keepdim=True)
+        xt = (xt - meant) / (1e-5 + stdt)
+
+        saved, saved_t, lengths, lengths_t = [], [], [], []
+        for idx, encode in enumerate(m.encoder):
+            lengths.append(x.shape[-1])
+            inject = None
+            if idx < len(m.tencoder):
+                lengths_t.append(xt.shape[-1])
+                tenc = m.tencoder[idx]
+                xt = tenc(xt)
+                if not tenc.empty:
+                    saved_t.append(xt)
+                else:
+                    inject = xt
+            x = encode(x, inject)
+            if idx == 0 and m.freq_emb is not None:
+                frs = torch.arange(x.shape[-2], device=x.device)
+                emb = m.freq_emb(frs).t()[None, :, :, None].expand_as(x)
+                x = x + m.freq_emb_scale * emb
+            saved.append(x)
+
+        x = torch.zeros_like(x)
+        xt = torch.zeros_like(x)
+        for idx, decode in enumerate(m.decoder):
+            skip = saved.pop(-1)
+            x, pre = decode(x, skip, lengths.pop(-1))
+            offset = m.depth - len(m.tdecoder)
+            if idx >= offset:
+                tdec = m.tdecoder[idx - offset]
+                length_t = lengths_t.pop(-1)
+                if tdec.empty:
+                    pre = pre[:, :, 0]
+                    xt, _ = tdec(pre, None, length_t)
+                else:
+                    skip = saved_t.pop(-1)
+                    xt, _ = tdec(xt, skip, length_t)
+        assert not saved and not saved_t and not lengths_t
+
+        S = len(m.sources)
+        x = x.view(B, S, -1, Fq, T)
+        x = x * std[:, None] + mean[:, None]
+        xt = xt.view(B, S, -1, length)
+        xt = xt * stdt[:, None] + meant[:, None]
+        return x, xt
+
+
 def exported_core(model: HTDemucs, demucs_layout: bool = False, attn_block: int = ATTN_BLOCK,
                   stable_norms: bool = False) -> Core:
     """The Core this script exports: by default with RowDConvs and BlockedAttention, which tract runs faster.
@@ -444,9 +679,18 @@ def exported_core(model: HTDemucs, demucs_layout: bool = False, attn_block: int 
     return Core(with_stable_norms(rewritten) if stable_norms else rewritten).eval()
 
 
-def facts(model: HTDemucs, name: str, version: str) -> dict[str, str]:
-    """The stemsep.* metadata; every value a string, as ONNX metadata_props requires."""
-    if not (model.cac and model.use_train_segment and model.wiener_iters == 0):
+def is_hdemucs(model: nn.Module) -> bool:
+    from demucs.hdemucs import HDemucs
+
+    return isinstance(model, HDemucs)
+
+
+def facts(model: nn.Module, name: str, version: str, weights: str) -> dict[str, str]:
+    """The stemsep.* metadata of one core; every value a string, as ONNX metadata_props requires."""
+    if is_hdemucs(model):
+        if not (model.cac and model.hybrid and not model.hybrid_old and model.wiener_iters == 0):
+            sys.exit("only a CaC hybrid HDemucs (not hybrid_old) without Wiener filtering fits the split contract")
+    elif not (model.cac and model.use_train_segment and model.wiener_iters == 0):
         sys.exit("only CaC HTDemucs with use_train_segment and no Wiener filtering fits the split contract")
     seg = int(model.segment * model.samplerate)
     nfft, hop = model.nfft, model.hop_length
@@ -456,6 +700,7 @@ def facts(model: HTDemucs, name: str, version: str) -> dict[str, str]:
         "stemsep.format": str(FORMAT_VERSION),
         "stemsep.name": name,
         "stemsep.version": version,
+        "stemsep.weights": weights,
         "stemsep.sources": ",".join(model.sources),
         "stemsep.sample_rate": str(model.samplerate),
         "stemsep.channels": str(model.audio_channels),
@@ -471,12 +716,16 @@ def facts(model: HTDemucs, name: str, version: str) -> dict[str, str]:
         "stemsep.spec_layout": "cac",
         "stemsep.inputs": "mix,spec",
         "stemsep.outputs": "freq,time",
+        # An HTDemucs core takes exactly its segment (apply_model pads every chunk to it); an HDemucs one
+        # any length up to it (apply_model runs each chunk at its own length: the last is shorter).
+        "stemsep.length": "any" if is_hdemucs(model) else "segment",
     }
 
 
-def example_inputs(model: HTDemucs, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A normalised-looking segment and its spectrogram computed by demucs' own `_spec`/`_magnitude`."""
-    seg = int(model.segment * model.samplerate)
+def example_inputs(model: nn.Module, seed: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A normalised-looking segment (of `length` samples, default the model's segment) and its spectrogram
+    computed by demucs' own `_spec`/`_magnitude`."""
+    seg = length or int(model.segment * model.samplerate)
     gen = torch.Generator().manual_seed(seed + 1)
     mix = torch.randn(1, model.audio_channels, seg, generator=gen)
     with torch.no_grad():
@@ -497,8 +746,8 @@ def check_wrapper(model: HTDemucs, core: Core, mix: torch.Tensor, spec: torch.Te
     return rel_l2(got.numpy(), want.numpy())
 
 
-def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, meta: dict[str, str],
-                f16_weights: bool = False) -> None:
+def export_onnx(core: nn.Module, mix: torch.Tensor, spec: torch.Tensor, out: Path, meta: dict[str, str],
+                f16_weights: bool = False, any_length: bool = False) -> None:
     import onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -508,9 +757,12 @@ def export_onnx(core: Core, mix: torch.Tensor, spec: torch.Tensor, out: Path, me
     with torch.no_grad():
         # The TorchScript exporter gives a plain opset-17 graph with constants folded (positional embeddings,
         # frequency embedding) that tract loads; static shapes: one segment, batch 1.
+        # An HCore keeps the segment length symbolic: the engine plans it at each chunk's length.
+        dynamic = {"mix": {2: "length"}, "spec": {3: "frames"}, "freq": {4: "frames"}, "time": {3: "length"}}
         torch.onnx.export(
             core, (mix, spec), str(tmp), input_names=["mix", "spec"], output_names=["freq", "time"],
             opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            dynamic_axes=dynamic if any_length else None,
         )
     proto = onnx.load(str(tmp))
     bypass_initializer_identities(proto)
@@ -573,7 +825,7 @@ def store_float16(proto) -> None:
     proto.graph.node.extend(nodes)
 
 
-def check_onnx(path: Path, core: Core, mix: torch.Tensor, spec: torch.Tensor, threads: int) -> dict:
+def check_onnx(path: Path, core: nn.Module, mix: torch.Tensor, spec: torch.Tensor, threads: int) -> dict:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -631,8 +883,8 @@ def synth_clip(sample_rate: int, length: int, seed: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def separator_for(model: HTDemucs):
-    """A demucs.api.Separator around an in-memory model, with the options Separator uses by default
+def separator_for(model):
+    """A demucs.api.Separator around an in-memory model or bag, with the options Separator uses by default
     except shifts (0) — so golden stems come from `Separator.separate_tensor` itself."""
     from demucs.api import Separator
 
@@ -646,34 +898,38 @@ def separator_for(model: HTDemucs):
     return sep
 
 
-def write_golden(model: HTDemucs, out_dir: Path, length: int, seed: int) -> dict:
+def write_golden(bag, out_dir: Path, length: int, seed: int, generator: str) -> dict:
+    """Golden vectors for `bag` (a demucs BagOfModels): a synthetic clip and the stems demucs'
+    Separator makes of it, running apply_model over the whole bag."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    seg = int(model.segment * model.samplerate)
+    seg = int(max(m.segment for m in bag.models) * bag.samplerate)
     stride = int((1 - OVERLAP) * seg)
     if length % stride == 0 or length < 2 * stride + seg // 2:
         sys.exit(f"golden length {length} must not be a multiple of the stride {stride} and span >= 3 segments")
-    mix = synth_clip(model.samplerate, length, seed)
+    mix = synth_clip(bag.samplerate, length, seed)
     wav = torch.from_numpy(mix)
     ref = wav.mean(0)
     mean, std = float(ref.mean()), float(ref.std() + 1e-8)
     with torch.no_grad():
-        _, stems = separator_for(model).separate_tensor(wav)
-    stems = np.stack([stems[s].numpy() for s in model.sources]).astype("<f4")
+        _, stems = separator_for(bag).separate_tensor(wav)
+    stems = np.stack([stems[s].numpy() for s in bag.sources]).astype("<f4")
     mix.astype("<f4").tofile(out_dir / "mix.f32")
     stems.tofile(out_dir / "stems.f32")
     meta = {
-        "sample_rate": model.samplerate,
-        "channels": model.audio_channels,
+        "sample_rate": bag.samplerate,
+        "channels": bag.audio_channels,
         "length": length,
-        "sources": list(model.sources),
+        "sources": list(bag.sources),
         "segment_samples": seg,
         "stride_samples": stride,
         "overlap": OVERLAP,
         "chunks": list(range(0, length, stride)),
+        "members": len(bag.models),
+        "weights": [[float(w) for w in ws] for ws in bag.weights],
         "mean": mean,
         "std": std,
         "layout": "mix.f32: f32 LE planar [channels][length]; stems.f32: f32 LE planar [sources][channels][length]",
-        "generator": f"model/export.py --tiny (demucs {demucs.__version__}, torch {torch.__version__}), "
+        "generator": f"model/export.py {generator} (demucs {demucs.__version__}, torch {torch.__version__}), "
                      "Separator.separate_tensor: shifts=0 split=True overlap=0.25",
         "clip_seed": seed,
     }
@@ -681,16 +937,63 @@ def write_golden(model: HTDemucs, out_dir: Path, length: int, seed: int) -> dict
     return meta
 
 
+def export_member(model: nn.Module, out: Path, meta: dict[str, str], args) -> None:
+    """One core: the exported graph, checked against the model's forward (torch) and onnxruntime; an
+    HDemucs core also at two shorter lengths, as the last chunk of a song runs."""
+    if is_hdemucs(model):
+        export_hdemucs_member(model, out, meta, args)
+        return
+    if not isinstance(model, HTDemucs):
+        sys.exit(f"{meta['stemsep.name']}: a {type(model).__name__} member; only HTDemucs and HDemucs cores "
+                 "export (model/README.md, 'The Demucs family')")
+    core = Core(model).eval()
+    exported = exported_core(model, args.demucs_layout, args.attn_block, args.stable_norms)
+    mix, spec = example_inputs(model, args.seed)
+    print(f"{out.name}: segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
+          f"params {sum(p.numel() for p in model.parameters()):,}")
+    print(f"torch, host DSP + exported core vs HTDemucs.forward: rel L2 "
+          f"{check_wrapper(model, exported, mix, spec):.3e}")
+    export_onnx(exported, mix, spec, out, meta, args.f16_weights)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {out}.json")
+    print("ops:", json.dumps(op_histogram(out)))
+    if not args.no_check:
+        print("onnxruntime vs torch:", json.dumps(check_onnx(out, core, mix, spec, args.threads)))
+
+
+def export_hdemucs_member(model: nn.Module, out: Path, meta: dict[str, str], args) -> None:
+    core = HCore(model).eval()
+    seg = int(meta["stemsep.segment_samples"])
+    mix, spec = example_inputs(model, args.seed)
+    print(f"{out.name}: HDemucs, segment {seg} samples (any length up to it), "
+          f"params {sum(p.numel() for p in model.parameters()):,}")
+    print(f"torch, host DSP + exported core vs HDemucs.forward: rel L2 {check_wrapper(model, core, mix, spec):.3e}")
+    export_onnx(core, mix, spec, out, meta, args.f16_weights, any_length=True)
+    print(f"wrote {out} ({os.path.getsize(out) / 1e6:.2f} MB) and {out}.json")
+    print("ops:", json.dumps(op_histogram(out)))
+    if args.no_check:
+        return
+    # A short last chunk takes other branches inside (no framing in the DConv LSTMs below 200 steps, other
+    # paddings): the one graph must match HDemucs at those lengths too.
+    for length in (seg, seg // 3 + 777, seg // 11 + 5):
+        mix, spec = example_inputs(model, args.seed, length)
+        print(f"onnxruntime vs torch at {length} samples:", json.dumps(check_onnx(out, core, mix, spec, args.threads)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--model", help="pretrained demucs model name (needs internet), e.g. htdemucs")
-    mode.add_argument("--random-init", action="store_true", help="htdemucs architecture, random weights")
+    mode.add_argument("--model", help="pretrained demucs model name (needs internet unless --random-init), "
+                                      "e.g. htdemucs, htdemucs_ft, htdemucs_6s")
     mode.add_argument("--tiny", action="store_true", help="small HTDemucs for tests")
     mode.add_argument("--checkpoint", type=Path, help="checkpoint written by model/train.py")
+    ap.add_argument("--random-init", action="store_true",
+                    help="random weights: with --model, that bag's exact architecture; alone, htdemucs'")
+    ap.add_argument("--tiny-variant", choices=sorted(TINY_VARIANTS), default="4s",
+                    help="which tiny model --tiny makes")
     ap.add_argument("--name", help="stemsep.name for --checkpoint exports (default: demo)")
     ap.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs")
-    ap.add_argument("-o", "--output", type=Path, required=True, help="output .onnx path (+ .onnx.json)")
+    ap.add_argument("-o", "--output", type=Path, required=True,
+                    help="model directory to write, or a FILE.onnx (+ .onnx.json) for a one-member model")
     ap.add_argument("--golden", type=Path, help="write golden vectors (mix/stems/meta) to this directory")
     ap.add_argument("--golden-length", type=int, default=100_000, help="golden clip length, samples")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
@@ -705,25 +1008,34 @@ def main() -> None:
     ap.add_argument("--stable-norms", action="store_true",
                     help="also sum GroupNorm statistics in short runs (more exact in tract, slower)")
     args = ap.parse_args()
+    if args.random_init and (args.tiny or args.checkpoint):
+        ap.error("--random-init goes with --model NAME, or alone")
+    if not (args.model or args.tiny or args.checkpoint or args.random_init):
+        ap.error("one of --model, --random-init, --tiny or --checkpoint is required")
+
+    import family
 
     torch.set_num_threads(args.threads)
-    model, name, version = build_model(args)
-    meta = facts(model, name, version)
-    core = Core(model).eval()
-    exported = exported_core(model, args.demucs_layout, args.attn_block, args.stable_norms)
-    mix, spec = example_inputs(model, args.seed)
-    print(f"segment {meta['stemsep.segment_samples']} samples, spec {list(spec.shape)}, "
-          f"params {sum(p.numel() for p in model.parameters()):,}")
-    print(f"torch, host DSP + exported core vs HTDemucs.forward: rel L2 "
-          f"{check_wrapper(model, exported, mix, spec):.3e}")
-
-    export_onnx(exported, mix, spec, args.output, meta, args.f16_weights)
-    print(f"wrote {args.output} ({os.path.getsize(args.output) / 1e6:.2f} MB) and {args.output}.json")
-    print("ops:", json.dumps(op_histogram(args.output)))
-    if not args.no_check:
-        print("onnxruntime vs torch:", json.dumps(check_onnx(args.output, core, mix, spec, args.threads)))
+    bag, name, version, weights = build_bag(args)
+    single = args.output.suffix == ".onnx"
+    if single:
+        if len(bag.models) != 1 or any(w != 1.0 for ws in bag.weights for w in ws):
+            sys.exit(f"{name} is a bag of {len(bag.models)} members: export it to a model directory (-o DIR)")
+        files = [args.output]
+    else:
+        args.output.mkdir(parents=True, exist_ok=True)
+        # Members are named by their checkpoint signatures (demucs/remote/<name>.yaml) when there are some.
+        sigs = family.signatures(args.model) if args.model else [f"member{k}" for k in range(len(bag.models))]
+        files = [args.output / f"{sig}.onnx" for sig in sigs]
+    for k, (model, out) in enumerate(zip(bag.models, files)):
+        member_version = version if len(bag.models) == 1 else f"{version}:member-{k}"
+        export_member(model, out, facts(model, name, member_version, weights), args)
+    if not single:
+        family.write_manifest(args.output, name, version, weights, bag, [f.name for f in files])
+        print(f"wrote {args.output}/manifest.json ({len(files)} member(s))")
     if args.golden:
-        gmeta = write_golden(model, args.golden, args.golden_length, args.seed)
+        generator = " ".join(sys.argv[1:])
+        gmeta = write_golden(bag, args.golden, args.golden_length, args.seed, generator)
         print(f"golden: {gmeta['length']} samples, chunks at {gmeta['chunks']} -> {args.golden}")
 
 

@@ -70,57 +70,78 @@ impl fmt::Display for SongHash {
     }
 }
 
-/// One output stem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Track {
-    /// Singing voice (or the lead part of a synthetic render).
-    Vocals,
-    /// Drums and percussion.
-    Drums,
-    /// Bass.
-    Bass,
-    /// Everything else.
-    Other,
-}
+/// One output stem of a job: a source of its model (`vocals`, `guitar`, …), as named in URLs,
+/// object keys and callbacks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Track(String);
 
 impl Track {
-    /// All tracks in the order the API lists them.
-    pub const ALL: [Track; 4] = [Track::Vocals, Track::Drums, Track::Bass, Track::Other];
+    /// The lab's four stems, in the order the API lists them: every 4-stem model of the Demucs
+    /// family has exactly these.
+    pub const LAB: [&'static str; 4] = ["vocals", "drums", "bass", "other"];
+
+    /// [`Track::LAB`] as tracks.
+    pub fn lab() -> Vec<Track> {
+        Track::LAB.iter().map(|&t| Track(t.to_owned())).collect()
+    }
+
+    /// A model's sources as the API lists them: the lab's four first, in the lab's order, then
+    /// any others in the model's order.
+    pub fn of_sources<S: AsRef<str>>(sources: &[S]) -> Result<Vec<Track>> {
+        let mut tracks = sources
+            .iter()
+            .map(|s| s.as_ref().parse())
+            .collect::<Result<Vec<Track>>>()?;
+        tracks.sort_by_key(|t| {
+            Track::LAB
+                .iter()
+                .position(|&l| l == t.0)
+                .unwrap_or(Track::LAB.len())
+        });
+        Ok(tracks)
+    }
 
     /// The lowercase name, as in URLs and file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Track::Vocals => "vocals",
-            Track::Drums => "drums",
-            Track::Bass => "bass",
-            Track::Other => "other",
-        }
+    pub fn name(&self) -> &str {
+        &self.0
     }
 }
 
 impl FromStr for Track {
     type Err = Error;
-    /// `vocals`, `drums`, `bass`, `other`, each with or without `.mp3`; `base` is the lab text's
-    /// spelling of bass.
+    /// A stem name (lowercase letters, digits, `_`), with or without `.mp3`; `base` is the lab
+    /// text's spelling of bass.
     fn from_str(s: &str) -> Result<Self> {
         let stem = s.strip_suffix(".mp3").unwrap_or(s);
-        match stem {
-            "vocals" => Ok(Track::Vocals),
-            "drums" => Ok(Track::Drums),
-            "bass" | "base" => Ok(Track::Bass),
-            "other" => Ok(Track::Other),
-            _ => Err(Error::Invalid {
+        let stem = if stem == "base" { "bass" } else { stem };
+        if stemsep_manifest::valid_stem_name(stem) {
+            Ok(Track(stem.to_owned()))
+        } else {
+            Err(Error::Invalid {
                 what: "track",
                 value: s.chars().take(80).collect(),
-            }),
+            })
         }
+    }
+}
+
+impl TryFrom<String> for Track {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<Track> for String {
+    fn from(t: Track) -> String {
+        t.0
     }
 }
 
 impl fmt::Display for Track {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.0)
     }
 }
 
@@ -178,8 +199,11 @@ pub struct Callback {
 pub struct Job {
     /// The song's identity.
     pub hash: SongHash,
-    /// Model name (a file `<model>.onnx` in the worker's model directory).
+    /// Model name (a model in the worker's model directory).
     pub model: String,
+    /// The stems the job gives, as the API lists them (see [`Track::of_sources`]); empty when the
+    /// model's stems were not known at submission, which stands for the lab's four.
+    pub stems: Vec<Track>,
     /// Optional completion callback.
     pub callback: Option<Callback>,
     /// Current state.
@@ -205,6 +229,7 @@ impl Job {
         Job {
             hash,
             model,
+            stems: Vec::new(),
             callback,
             state: JobState::Queued,
             progress: 0,
@@ -213,6 +238,17 @@ impl Job {
             callback_status: None,
             created_at: now,
             updated_at: now,
+        }
+    }
+}
+
+impl Job {
+    /// The stems this job gives: its own, or the lab's four when they were not recorded.
+    pub fn tracks(&self) -> Vec<Track> {
+        if self.stems.is_empty() {
+            Track::lab()
+        } else {
+            self.stems.clone()
         }
     }
 }
@@ -259,9 +295,33 @@ mod tests {
 
     #[test]
     fn track_aliases() {
-        assert_eq!("base.mp3".parse::<Track>().unwrap(), Track::Bass);
-        assert_eq!("vocals".parse::<Track>().unwrap(), Track::Vocals);
-        assert!("../vocals.mp3".parse::<Track>().is_err());
-        assert!("piano".parse::<Track>().is_err());
+        assert_eq!("base.mp3".parse::<Track>().unwrap().name(), "bass");
+        assert_eq!("vocals".parse::<Track>().unwrap().name(), "vocals");
+        assert_eq!("piano.mp3".parse::<Track>().unwrap().name(), "piano");
+        for bad in [
+            "../vocals.mp3",
+            "",
+            "Vocals",
+            "a b",
+            "vocals.flac/x",
+            ".mp3",
+        ] {
+            assert!(bad.parse::<Track>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sources_are_listed_lab_first() {
+        let six = ["drums", "bass", "other", "vocals", "guitar", "piano"];
+        let names: Vec<String> = Track::of_sources(&six)
+            .unwrap()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            names,
+            ["vocals", "drums", "bass", "other", "guitar", "piano"]
+        );
+        assert!(Track::of_sources(&["Drums"]).is_err());
     }
 }

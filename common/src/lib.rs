@@ -8,6 +8,7 @@ pub mod error;
 pub mod job;
 pub mod logging;
 pub mod queue;
+pub mod registry;
 pub mod storage;
 
 pub use error::{Error, Result};

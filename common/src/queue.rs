@@ -16,7 +16,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 use tokio::sync::OnceCell;
 
-use crate::job::{unix_now, Callback, Job, JobState, SongHash};
+use crate::job::{unix_now, Callback, Job, JobState, SongHash, Track};
 use crate::{Error, Result};
 
 /// Redis key names. The lab fixes `toWorker` and `logging`; a prefix (empty by default) lets
@@ -57,6 +57,11 @@ impl Keys {
     pub fn lease(&self, h: &SongHash) -> String {
         format!("{}lease:{h}", self.prefix)
     }
+    /// The models workers announce: a hash of name → [`stemsep_manifest::ModelCard`] JSON.
+    pub fn models(&self) -> String {
+        format!("{}models", self.prefix)
+    }
+
     /// Marks a lease-less hash seen by the reaper once.
     fn suspect(&self, h: &SongHash) -> String {
         format!("{}suspect:{h}", self.prefix)
@@ -505,9 +510,15 @@ fn requeue_script() -> Script {
     )
 }
 
+/// The `stems` field of a job record: comma-separated names.
+pub fn stems_field(stems: &[Track]) -> String {
+    stems.iter().map(Track::name).collect::<Vec<_>>().join(",")
+}
+
 fn job_fields(job: &Job) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("model", job.model.clone()),
+        ("stems", stems_field(&job.stems)),
         ("state", job.state.name().to_owned()),
         ("progress", job.progress.to_string()),
         ("attempts", job.attempts.to_string()),
@@ -535,6 +546,13 @@ fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job
     for (k, v) in fields {
         match k.as_str() {
             "model" => job.model = v,
+            "stems" => {
+                job.stems = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<_>>()?
+            }
             "state" => job.state = v.parse()?,
             "progress" => job.progress = num(&v)?.clamp(0, 100) as u8,
             "attempts" => job.attempts = num(&v)?.max(0) as u32,

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# stemsep worker image, with the pretrained htdemucs ONNX baked in at /models so pods never
+# stemsep worker image, with the pretrained htdemucs export baked in at /models so pods never
 # download weights. Build from the repository root (the whole workspace is the context):
 #   docker build -f deploy/docker/worker.Dockerfile -t stemsep-worker .
 # The model stage downloads the pretrained checkpoint once, at build time (it needs internet).
@@ -28,8 +28,9 @@ WORKDIR /src
 COPY model/ model/
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --extra-index-url "${TORCH_INDEX}" -r model/requirements.txt
-# Writes <model>.onnx and its sidecar <model>.onnx.json (sources, sample rate, segment length).
-RUN python model/export.py --model "${MODEL}" --output "/models/${MODEL}.onnx"
+# Writes the model directory /models/<model>: manifest.json and one ONNX core (+ sidecar JSON) per
+# member of its bag. MODEL may be any name make model takes (htdemucs_ft, htdemucs_6s, ...).
+RUN python model/export.py --model "${MODEL}" --output "/models/${MODEL}"
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \

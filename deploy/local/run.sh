@@ -31,12 +31,18 @@ setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
 redis_pid=$!
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-# The worker looks up `<model>.onnx` in STEMSEP_MODEL_DIR; the default model is `htdemucs`.
+# The worker serves every model in STEMSEP_MODEL_DIR (`make model NAME=...` puts pretrained ones
+# there); jobs without a model name get `htdemucs`. Without one, the demo model stands in for it.
 MODEL_DIR=${STEMSEP_MODEL_DIR:-$DATA/models}
 # A link an earlier run made into model/ is re-pointed, so a newly trained demo model takes over
-# from tiny; a model the user put there (file or link elsewhere) is never touched.
+# from tiny; a model the user put there (file, directory or link elsewhere) is never touched.
 ours() { [ -L "$1" ] && case "$(readlink "$1")" in "$(pwd)"/model/*) true ;; *) false ;; esac; }
-if [ ! -e "$MODEL_DIR/htdemucs.onnx" ] || ours "$MODEL_DIR/htdemucs.onnx"; then
+if [ -d "$MODEL_DIR/htdemucs" ]; then
+  # A real htdemucs (make model): the demo links an earlier run made would only be shadowed by it.
+  for link in "$MODEL_DIR/htdemucs.onnx" "$MODEL_DIR/htdemucs.onnx.json"; do
+    if ours "$link"; then rm -f "$link"; fi
+  done
+elif [ ! -e "$MODEL_DIR/htdemucs.onnx" ] || ours "$MODEL_DIR/htdemucs.onnx"; then
   for f in model/default/htdemucs.onnx model/tiny/tiny.onnx; do
     if [ -e "$f" ]; then
       ln -sf "$(pwd)/$f" "$MODEL_DIR/htdemucs.onnx"

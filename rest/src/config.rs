@@ -1,7 +1,6 @@
 //! Command-line flags and `STEMSEP_*` environment variables of `stemsep-rest`.
 
 use stemsep_common::config::{RedisArgs, StorageArgs};
-use stemsep_common::job::DEFAULT_MODEL;
 use stemsep_common::logging::DEFAULT_MAX_LINES;
 
 /// Everything the server needs, parsed once at start-up.
@@ -21,9 +20,14 @@ pub struct Settings {
     /// Address to listen on (`host:port`; port 0 picks a free one).
     #[arg(long, env = "STEMSEP_BIND", default_value = "0.0.0.0:5000")]
     pub bind: String,
-    /// Model names clients may ask for (comma-separated); the first is not special, requests
-    /// without `model` get `htdemucs`.
-    #[arg(long, env = "STEMSEP_MODELS", value_delimiter = ',', default_value = DEFAULT_MODEL)]
+    /// Model names clients may ask for (comma-separated). Empty (the default): every model the
+    /// workers announce. Requests without `model` get `htdemucs`.
+    #[arg(
+        long,
+        env = "STEMSEP_MODELS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub models: Vec<String>,
     /// Largest accepted request body, MiB (the lab's ingress allows 16).
     #[arg(long, env = "STEMSEP_MAX_BODY_MIB", default_value_t = 16)]

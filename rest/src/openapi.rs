@@ -8,6 +8,7 @@ use crate::routes::health::{self, HealthResponse};
 use crate::routes::jobs::{
     self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse,
 };
+use crate::routes::models::{self, ModelEntry, ModelsResponse};
 use crate::routes::stems::{self, RemoveResponse};
 
 /// The API description.
@@ -15,12 +16,13 @@ use crate::routes::stems::{self, RemoveResponse};
 #[openapi(
     info(
         title = "stemsep",
-        description = "Music stem separation (vocals, drums, bass, other), compatible with the course lab's clients. Errors are JSON {\"error\": ...}."
+        description = "Music stem separation with the Demucs family (vocals, drums, bass, other, and each model's own stems), compatible with the course lab's clients. Errors are JSON {\"error\": ...}."
     ),
     paths(
         jobs::separate,
         jobs::queue,
         jobs::status,
+        models::models,
         stems::track,
         stems::remove,
         health::index,
@@ -35,6 +37,8 @@ use crate::routes::stems::{self, RemoveResponse};
         QueueResponse,
         StatusResponse,
         RemoveResponse,
+        ModelsResponse,
+        ModelEntry,
         HealthResponse,
         ErrorBody,
     ))

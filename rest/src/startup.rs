@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::openapi_json;
-use crate::routes::{health, jobs, stems};
+use crate::routes::{health, jobs, models, stems};
 use crate::state::AppState;
 
 /// A bound, not yet running server.
@@ -102,6 +102,7 @@ fn serve(
                     .route("/separate", web::post().to(jobs::separate))
                     .route("/queue", web::get().to(jobs::queue))
                     .route("/status/{hash}", web::get().to(jobs::status))
+                    .route("/models", web::get().to(models::models))
                     // `{track:.*}` takes the rest of the path, so extra segments and encoded
                     // slashes reach the track check (400) instead of a bare 404.
                     .route("/track/{hash}/{track:.*}", web::get().to(stems::track))

@@ -14,7 +14,7 @@ pub struct AppState {
     pub queue: Queue,
     /// Where inputs and stems live.
     pub storage: Arc<dyn Storage>,
-    /// Model names a client may request.
+    /// Model names a client may request; empty for every model the workers announce.
     pub models: Vec<String>,
     /// Longest accepted song, seconds.
     pub max_seconds: u64,

@@ -238,7 +238,7 @@ impl Notifier {
     }
 
     /// The download URL of one stem of `job`.
-    pub fn track_url(&self, job: &Job, track: Track) -> String {
+    pub fn track_url(&self, job: &Job, track: &Track) -> String {
         let base = self.settings.public_url.as_str().trim_end_matches('/');
         format!("{base}/apiv1/track/{}/{track}.mp3", job.hash)
     }
@@ -246,9 +246,9 @@ impl Notifier {
     /// The JSON body sent for `job` ending in `state` (`error` for a failed job).
     pub fn payload(&self, job: &Job, state: JobState, error: Option<&str>) -> serde_json::Value {
         let tracks: serde_json::Map<String, serde_json::Value> = if state == JobState::Done {
-            Track::ALL
+            job.tracks()
                 .iter()
-                .map(|&t| (t.name().to_owned(), self.track_url(job, t).into()))
+                .map(|t| (t.name().to_owned(), self.track_url(job, t).into()))
                 .collect()
         } else {
             Default::default()

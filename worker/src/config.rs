@@ -20,7 +20,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub storage: StorageArgs,
-    /// Directory holding one `<model>.onnx` (plus its sidecar JSON) per model a job may name.
+    /// Directory of the models a job may name: `<name>/manifest.json` with its members, or a single
+    /// `<name>.onnx` with its sidecar JSON; every model found is served.
     #[arg(long, env = "STEMSEP_MODEL_DIR", default_value = "data/models")]
     pub model_dir: PathBuf,
     /// MP3 bitrate of the stems, in kbit/s.

@@ -1,7 +1,6 @@
 //! The queue worker's one error type.
 
 use stemsep_audio::AudioError;
-use stemsep_common::job::Track;
 use stemsep_engine::EngineError;
 
 /// What can stop a job attempt or the worker itself.
@@ -17,23 +16,14 @@ pub enum Error {
     #[error(transparent)]
     Common(#[from] stemsep_common::Error),
     /// The job names a model this worker does not have.
-    #[error("model {name:?} is not installed on this worker ({path} is missing)")]
+    #[error("model {name:?} is not installed on this worker (not in {path})")]
     ModelMissing {
         /// The model name from the job.
         name: String,
-        /// Where the ONNX file was looked for.
+        /// The model directory it was looked for in.
         path: String,
     },
-    /// The model cannot give a track the API promises.
-    #[error("model {model:?} has no {track} source (its sources: {sources})")]
-    MissingSource {
-        /// The model name.
-        model: String,
-        /// The track it lacks.
-        track: Track,
-        /// Its sources, comma-separated.
-        sources: String,
-    },
+
     /// The separation task panicked or was cancelled.
     #[error("separation task ended abnormally: {0}")]
     Task(String),

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use stemsep_common::job::{JobState, Track};
-use stemsep_common::queue::{Claim, Failed, Queue};
+use stemsep_common::job::{Job, JobState, Track};
+use stemsep_common::queue::{stems_field, Claim, Failed, Queue};
 use stemsep_common::storage::{ObjectKey, Storage};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -51,7 +51,8 @@ pub struct Runner {
 
 /// What became of one claimed job.
 enum Ending {
-    Separated,
+    /// Every stem is stored: the job's stems, as the API lists them.
+    Separated(Vec<Track>),
     Failed(Error),
     HandedBack,
 }
@@ -87,6 +88,7 @@ impl Runner {
             stop.child_token(),
         ));
         tracing::info!(worker = %self.config.worker_id, "worker started");
+        self.announce_models(&stop).await;
         let mut callbacks = JoinSet::new();
         let mut backoff = Backoff::default();
         let mut blocking = None;
@@ -137,6 +139,26 @@ impl Runner {
         tracing::info!("worker stopped");
     }
 
+    /// Announces the worker's models to Redis, waiting out an outage (the REST server offers only
+    /// announced models, once any is announced).
+    async fn announce_models(&self, stop: &CancellationToken) {
+        let mut backoff = Backoff::default();
+        while !stop.is_cancelled() {
+            match self.models.announce(&self.queue).await {
+                Ok(0) => {
+                    tracing::warn!(dir = %self.config.model_dir.display(), "no models to serve");
+                    return;
+                }
+                Ok(_) => return,
+                Err(Error::Common(e)) => backoff.fail("cannot announce the models", &e, stop).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot announce the models");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs one claimed job to its end: acknowledged, failed, or handed back on stop.
     async fn run_claim(&self, claim: Claim, stop: &CancellationToken, callbacks: &mut JoinSet<()>) {
         let started = Instant::now();
@@ -149,18 +171,18 @@ impl Runner {
         let work = self.attempt(&claim);
         tokio::pin!(work);
         let ending = tokio::select! {
-            r = &mut work => r.map_or_else(Ending::Failed, |()| Ending::Separated),
+            r = &mut work => r.map_or_else(Ending::Failed, Ending::Separated),
             _ = stop.cancelled() => {
                 tracing::info!(%hash, grace_secs = self.config.grace.as_secs(), "stop requested: finishing the current job");
                 match tokio::time::timeout(self.config.grace, &mut work).await {
-                    Ok(r) => r.map_or_else(Ending::Failed, |()| Ending::Separated),
+                    Ok(r) => r.map_or_else(Ending::Failed, Ending::Separated),
                     Err(_) => Ending::HandedBack,
                 }
             }
         };
 
         match ending {
-            Ending::Separated => {
+            Ending::Separated(tracks) => {
                 if self
                     .persist("acknowledge", || self.queue.complete(&claim))
                     .await
@@ -171,7 +193,9 @@ impl Runner {
                         .job_seconds
                         .observe(started.elapsed().as_secs_f64());
                     tracing::info!(%hash, secs = started.elapsed().as_secs_f64(), "job done");
-                    self.spawn_callback(&claim, JobState::Done, None, callbacks);
+                    let mut job = claim.job.clone();
+                    job.stems = tracks;
+                    self.spawn_callback(job, JobState::Done, None, callbacks);
                 }
             }
             Ending::Failed(e) => {
@@ -186,7 +210,12 @@ impl Runner {
                     Some(Failed::Dead) => {
                         self.metrics.jobs_dead.inc();
                         tracing::error!(%hash, error = %reason, "job failed for good: dead-lettered");
-                        self.spawn_callback(&claim, JobState::Failed, Some(reason), callbacks);
+                        self.spawn_callback(
+                            claim.job.clone(),
+                            JobState::Failed,
+                            Some(reason),
+                            callbacks,
+                        );
                     }
                     Some(Failed::NotOurs) => {
                         tracing::info!(%hash, "job failed here but another worker holds it now")
@@ -207,8 +236,8 @@ impl Runner {
         }
     }
 
-    /// One attempt at a job, up to and including storing its stems.
-    async fn attempt(&self, claim: &Claim) -> Result<(), Error> {
+    /// One attempt at a job, up to and including storing its stems and recording which they are.
+    async fn attempt(&self, claim: &Claim) -> Result<Vec<Track>, Error> {
         let hash = &claim.job.hash;
         let input = self.storage.get(&ObjectKey::input(hash)).await?;
         let model = self.models.get(&claim.job.model).await?;
@@ -246,12 +275,20 @@ impl Runner {
         // The last progress write must land before the acknowledgement (or failure) resets it.
         let _ = forward.await;
         let stems = separated.map_err(|e| Error::Task(e.to_string()))??;
+        let tracks: Vec<Track> = stems.iter().map(|(t, _)| t.clone()).collect();
         for (track, mp3) in stems {
             self.storage
-                .put(&ObjectKey::stem(hash, track), Bytes::from(mp3))
+                .put(&ObjectKey::stem(hash, &track), Bytes::from(mp3))
                 .await?;
         }
-        Ok(())
+        // The submission recorded the stems when the model was already announced; a job taken
+        // before that learns them here, before it is acknowledged.
+        if claim.job.stems != tracks {
+            self.queue
+                .set_note(hash, "stems", &stems_field(&tracks))
+                .await?;
+        }
+        Ok(tracks)
     }
 
     /// Retries a Redis write through an outage for up to [`ACK_PATIENCE`]; `None` if it never
@@ -268,18 +305,17 @@ impl Runner {
             .ok()
     }
 
-    /// Fires the job's callback, if it has one, without holding up the next claim.
+    /// Fires the callback of `job`, if it has one, without holding up the next claim.
     fn spawn_callback(
         &self,
-        claim: &Claim,
+        job: Job,
         state: JobState,
         error: Option<String>,
         callbacks: &mut JoinSet<()>,
     ) {
-        if claim.job.callback.is_none() {
+        if job.callback.is_none() {
             return;
         }
-        let job = claim.job.clone();
         let notifier = self.notifier.clone();
         let queue = self.queue.clone();
         let metrics = self.metrics.clone();
@@ -315,11 +351,11 @@ fn separate(
     progress: &dyn Progress,
 ) -> Result<Vec<(Track, Vec<u8>)>, Error> {
     let audio = stemsep_audio::decode(input, opts.max_duration)?;
-    let mixes = model.tracks.iter().map(|(_, m)| m.clone()).collect();
+    let mixes = model.tracks.iter().map(|&(_, s)| vec![s]).collect();
     let rate = model.separator.info().sample_rate;
     let mut sink = Mp3Sink::new(mixes, rate, opts.bitrate_kbps)?;
     model.separator.separate(audio, &mut sink, progress)?;
-    let tracks = model.tracks.iter().map(|(t, _)| *t);
+    let tracks = model.tracks.iter().map(|(t, _)| t.clone());
     Ok(tracks.zip(sink.finish()?).collect())
 }
 

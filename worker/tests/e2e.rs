@@ -34,12 +34,18 @@ struct Stack {
 }
 
 impl Stack {
+    /// Starts the stack; `models` are `(name, path)` pairs installed in the workers' model
+    /// directory beside the tiny default.
     async fn start(
         label: &str,
         rest_extra: &[(&str, &str)],
         worker_extra: &[(&str, &str)],
+        models: &[(&str, PathBuf)],
     ) -> Stack {
         let mut env = Env::new(label, 3, 3).await;
+        for (name, path) in models {
+            env.install_model(name, path);
+        }
         let port = free_port();
         let mut vars = env.common_env();
         vars.push(("STEMSEP_BIND".into(), format!("127.0.0.1:{port}")));
@@ -147,7 +153,13 @@ fn is_final(s: &Value) -> bool {
 async fn lab_requests_come_back_as_four_playable_stems() {
     let _serial = SERIAL.lock().await;
     let hook = Listener::start().await;
-    let stack = Stack::start("e2e-lab", &[], &[("STEMSEP_CALLBACK_ALLOW", LISTENER_IP)]).await;
+    let stack = Stack::start(
+        "e2e-lab",
+        &[],
+        &[("STEMSEP_CALLBACK_ALLOW", LISTENER_IP)],
+        &[],
+    )
+    .await;
 
     let songs: Vec<Vec<u8>> = (0..3)
         .map(|i| tone_mp3(330.0 + 60.0 * i as f32, 3.0 + i as f32, 500 + i as u64))
@@ -246,8 +258,20 @@ async fn lab_requests_come_back_as_four_playable_stems() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_fails_visibly_while_the_others_complete() {
     let _serial = SERIAL.lock().await;
-    // The API offers a model no worker has installed: every attempt fails in the worker.
-    let stack = Stack::start("e2e-poison", &[("STEMSEP_MODELS", "htdemucs,ghost")], &[]).await;
+    // A model whose manifest reads but whose core is not ONNX: the workers announce it, so the
+    // API offers it, and every attempt fails in the worker.
+    let ghost = tempfile::tempdir().unwrap();
+    let model = ghost.path().join("ghost");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(
+        model.join("manifest.json"),
+        r#"{"format": 1, "name": "ghost", "version": "none", "weights": "random",
+            "sources": ["drums", "bass", "other", "vocals"], "sample_rate": 44100, "channels": 2,
+            "members": [{"file": "ghost.onnx", "segment_samples": 44100, "weights": [1, 1, 1, 1]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(model.join("ghost.onnx"), b"not an ONNX file").unwrap();
+    let stack = Stack::start("e2e-poison", &[], &[], &[("ghost", model)]).await;
     let bad = stack
         .separate(&tone_mp3(700.0, 2.0, 700), Some("ghost"), Value::Null)
         .await;
@@ -267,7 +291,7 @@ async fn a_poison_job_fails_visibly_while_the_others_complete() {
     assert_eq!(s["state"], "failed", "{s}");
     assert_eq!(s["attempts"], 3);
     assert!(
-        s["error"].as_str().unwrap().contains("not installed"),
+        s["error"].as_str().unwrap().contains("cannot load ONNX"),
         "{s}"
     );
     assert_eq!(s["tracks"], json!([]));
@@ -280,4 +304,85 @@ async fn a_poison_job_fails_visibly_while_the_others_complete() {
         vec![bad.clone()]
     );
     assert_eq!(stack.env.depths().await, (0, 0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_model_gives_its_own_stems() {
+    let _serial = SERIAL.lock().await;
+    // The committed tiny six-source model and two-member bag stand in for htdemucs_6s and
+    // htdemucs_ft; the workers announce them, the API offers them.
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tiny");
+    let models = [
+        ("htdemucs_6s", tiny.join("6s")),
+        ("htdemucs_ft", tiny.join("bag-onehot")),
+    ];
+    let stack = Stack::start("e2e-family", &[], &[], &models).await;
+    let listed = |body: &Value| {
+        body["models"]
+            .as_array()
+            .map(|m| m.iter().map(|m| m["name"].clone()).collect::<Vec<_>>())
+    };
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let body: Value = stack
+            .http
+            .get(format!("{}/apiv1/models", stack.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if listed(&body)
+            == Some(vec![
+                json!("htdemucs"),
+                json!("htdemucs_6s"),
+                json!("htdemucs_ft"),
+            ])
+        {
+            assert_eq!(
+                body["models"][1]["stems"],
+                json!(["vocals", "drums", "bass", "other", "guitar", "piano"])
+            );
+            assert_eq!(body["models"][2]["members"], 2);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "models never announced: {body}\n{}",
+            stack.env.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let song = tone_mp3(392.0, 2.5, 801);
+    let secs = mp3_seconds(&song);
+    let six = stack
+        .separate(&song, Some("htdemucs_6s"), Value::Null)
+        .await;
+    let bag = stack
+        .separate(&song, Some("htdemucs_ft"), Value::Null)
+        .await;
+    for (reply, stems) in [
+        (
+            &six,
+            &["vocals", "drums", "bass", "other", "guitar", "piano"][..],
+        ),
+        (&bag, &["vocals", "drums", "bass", "other"][..]),
+    ] {
+        let hash = reply["hash"].as_str().unwrap();
+        let s = stack.wait_status(hash, "final", is_final).await;
+        assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
+        assert_eq!(s["tracks"], json!(stems), "{s}");
+        for stem in stems {
+            let r = stack.track(hash, &format!("{stem}.mp3")).await;
+            assert_eq!(r.status(), 200, "{stem}");
+            let got = mp3_seconds(&r.bytes().await.unwrap());
+            assert!((got - secs).abs() < 0.1, "{stem}: {got} s of {secs} s");
+        }
+    }
+    let r = stack
+        .track(bag["hash"].as_str().unwrap(), "guitar.mp3")
+        .await;
+    assert_eq!(r.status(), 404);
 }

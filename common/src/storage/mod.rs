@@ -27,7 +27,7 @@ impl ObjectKey {
         ObjectKey(format!("queue/{hash}.mp3"))
     }
     /// One separated stem: `output/<hash>-<track>.mp3`.
-    pub fn stem(hash: &SongHash, track: Track) -> Self {
+    pub fn stem(hash: &SongHash, track: &Track) -> Self {
         ObjectKey(format!("output/{hash}-{track}.mp3"))
     }
     /// The object name, `/`-separated.

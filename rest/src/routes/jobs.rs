@@ -17,9 +17,10 @@ use stemsep_audio::AudioError;
 /// The lab's submission body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SeparateRequest {
-    /// The MP3 file, base64 (standard alphabet, padded).
+    /// The song, base64 (standard alphabet, padded): MP3, WAV or FLAC (the lab named the field).
     pub mp3: String,
-    /// Model name; default `htdemucs`. A non-default model yields a different hash.
+    /// Model name (`GET /apiv1/models` lists them); default `htdemucs`. A non-default model yields a
+    /// different hash.
     #[serde(default)]
     pub model: Option<String>,
     /// Optional completion callback.
@@ -67,6 +68,8 @@ pub struct StatusResponse {
     pub attempts: u32,
     /// Stems currently downloadable.
     pub tracks: Vec<String>,
+    /// Every stem the job gives once done (the model's own, the lab's four first).
+    pub stems: Vec<String>,
     /// Why the last attempt failed, if it did.
     pub error: Option<String>,
     /// How the completion callback went, once fired.
@@ -133,9 +136,9 @@ impl Outcome {
     request_body = SeparateRequest,
     responses(
         (status = 200, description = "Accepted (new or already known)", body = SeparateResponse),
-        (status = 400, description = "Invalid JSON, base64, callback URL or model", body = crate::error::ErrorBody),
+        (status = 400, description = "Invalid JSON, base64, callback URL or model (see GET /apiv1/models)", body = crate::error::ErrorBody),
         (status = 413, description = "Body over the limit (16 MiB by default)", body = crate::error::ErrorBody),
-        (status = 422, description = "Not a decodable MP3, or longer than the limit", body = crate::error::ErrorBody),
+        (status = 422, description = "Not decodable audio (MP3, WAV or FLAC), or longer than the limit", body = crate::error::ErrorBody),
         (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
     )
 )]
@@ -172,13 +175,7 @@ fn rejection_label(e: &ApiError) -> &'static str {
 
 async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Outcome), ApiError> {
     let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-    if !state.models.contains(&model) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown model {:?}: this server offers {}",
-            shorten(&model),
-            state.models.join(", ")
-        )));
-    }
+    let served = crate::routes::models::find(state, &model).await?;
     let callback = req.callback.map(validate_callback).transpose()?;
     let mp3 = decode_base64(&req.mp3)?;
     let max_seconds = state.max_seconds;
@@ -198,21 +195,19 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     let hash = SongHash::compute(&mp3, &model);
     tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
 
-    let previous = state
-        .queue
-        .job(&hash)
-        .await
-        .map_err(ApiError::queue)?
-        .map(|j| j.state);
-    match previous {
-        Some(s @ (JobState::Queued | JobState::Running)) => {
-            return Ok((hash, Outcome::of_existing(s)))
+    let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?;
+    if let Some(job) = &previous {
+        match job.state {
+            s @ (JobState::Queued | JobState::Running) => {
+                return Ok((hash, Outcome::of_existing(s)))
+            }
+            JobState::Done if all_stems_present(state, job).await? => {
+                return Ok((hash, Outcome::AlreadyDone))
+            }
+            _ => {}
         }
-        Some(JobState::Done) if all_stems_present(state, &hash).await? => {
-            return Ok((hash, Outcome::AlreadyDone))
-        }
-        _ => {}
     }
+    let previous = previous.map(|j| j.state);
     // A done job missing stems, or a failed one, is replaced; anything else is new.
     let replace = previous.is_some();
     // Input first, then the queue entry: a queued hash must always find its input.
@@ -221,7 +216,13 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
         .put(&ObjectKey::input(&hash), mp3)
         .await
         .map_err(ApiError::storage)?;
-    let job = Job::new(hash.clone(), model, callback);
+    let mut job = Job::new(hash.clone(), model, callback);
+    job.stems = served
+        .stems
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(format!("a served model has a bad stem name: {e}")))?;
     let outcome = match state
         .queue
         .enqueue(&job, replace)
@@ -239,18 +240,15 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     Ok((hash, outcome))
 }
 
-async fn all_stems_present(state: &AppState, hash: &SongHash) -> Result<bool, ApiError> {
-    Ok(available_tracks(state, hash).await?.len() == Track::ALL.len())
+async fn all_stems_present(state: &AppState, job: &Job) -> Result<bool, ApiError> {
+    Ok(available_tracks(state, job).await?.len() == job.tracks().len())
 }
 
-/// The tracks of `hash` present in storage, in API order.
-pub(crate) async fn available_tracks(
-    state: &AppState,
-    hash: &SongHash,
-) -> Result<Vec<Track>, ApiError> {
-    let checks = Track::ALL.map(|t| {
+/// The tracks of `job` present in storage, in API order.
+pub(crate) async fn available_tracks(state: &AppState, job: &Job) -> Result<Vec<Track>, ApiError> {
+    let checks = job.tracks().into_iter().map(|t| {
         let storage = state.storage.clone();
-        let key = ObjectKey::stem(hash, t);
+        let key = ObjectKey::stem(&job.hash, &t);
         async move { storage.exists(&key).await.map(|e| e.then_some(t)) }
     });
     let found = futures::future::try_join_all(checks)
@@ -331,13 +329,14 @@ pub async fn status(
                 "no job for song {hash}; submit it with POST /apiv1/separate"
             ))
         })?;
-    let tracks = available_tracks(&state, &hash).await?;
+    let tracks = available_tracks(&state, &job).await?;
     Ok(HttpResponse::Ok().json(StatusResponse {
         hash: hash.to_string(),
         state: job.state.name().to_owned(),
         progress: job.progress,
         attempts: job.attempts,
         tracks: tracks.iter().map(|t| t.name().to_owned()).collect(),
+        stems: job.tracks().iter().map(|t| t.name().to_owned()).collect(),
         error: job.error,
         callback_status: job.callback_status,
         model: job.model,

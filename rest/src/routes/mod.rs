@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod models;
 pub mod stems;
 
 use stemsep_common::job::{SongHash, Track};
@@ -18,23 +19,16 @@ pub(crate) fn parse_hash(raw: &str) -> Result<SongHash, ApiError> {
     })
 }
 
-/// A track name from a URL. A plain name that is not a track is unknown (404); anything else
-/// (dots, slashes, encoded characters, overlong) is malformed (400).
+/// A track name from a URL: a stem name (lowercase letters, digits, `_`), `.mp3` optional, `base`
+/// for bass. Anything else (dots, slashes, encoded characters, overlong) is malformed (400);
+/// whether the job has such a stem is the route's question.
 pub(crate) fn parse_track(raw: &str) -> Result<Track, ApiError> {
-    if let Ok(t) = raw.parse() {
-        return Ok(t);
-    }
-    let stem = raw.strip_suffix(".mp3").unwrap_or(raw);
-    if !stem.is_empty() && stem.len() <= 32 && stem.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        Err(ApiError::NotFound(format!(
-            "unknown track {stem:?}: use vocals, drums, bass (or base) or other"
-        )))
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "malformed track name {:?}",
+    raw.parse().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "malformed track name {:?}: use a stem name such as vocals, drums, bass or other",
             shorten(raw)
-        )))
-    }
+        ))
+    })
 }
 
 /// At most 80 characters of client input in a message.

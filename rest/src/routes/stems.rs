@@ -50,7 +50,7 @@ fn requested_range(
     path = "/apiv1/track/{hash}/{track}",
     params(
         ("hash" = String, Path, description = "Song hash (56 hex digits)"),
-        ("track" = String, Path, description = "vocals, drums, bass (alias base) or other; `.mp3` optional"),
+        ("track" = String, Path, description = "a stem of the job's model (GET /apiv1/models): vocals, drums, bass (alias base), other, and e.g. guitar, piano for htdemucs_6s; `.mp3` optional"),
     ),
     responses(
         (status = 200, description = "The whole stem", content_type = "audio/mpeg"),
@@ -67,7 +67,7 @@ pub async fn track(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (hash, track) = (parse_hash(&path.0)?, parse_track(&path.1)?);
-    let key = ObjectKey::stem(&hash, track);
+    let key = ObjectKey::stem(&hash, &track);
     let range = req.get_header::<header::Range>();
     let opened = match range {
         None => state.storage.read(&key, None).await.map(|r| (r, None)),
@@ -87,7 +87,7 @@ pub async fn track(
     };
     let (reader, served) = match opened {
         Ok(x) => x,
-        Err(Error::NotFound(_)) => return Err(missing_stem(&state, &hash, track).await),
+        Err(Error::NotFound(_)) => return Err(missing_stem(&state, &hash, &track).await),
         Err(e) => return Err(ApiError::storage(e)),
     };
     let size = reader.size;
@@ -115,10 +115,20 @@ pub async fn track(
         .streaming(reader.body))
 }
 
-/// A 404 that says why: not separated yet, still running, or removed.
-async fn missing_stem(state: &AppState, hash: &SongHash, track: Track) -> ApiError {
+/// A 404 that says why: not a stem of the job's model, not separated yet, still running, or
+/// removed.
+async fn missing_stem(state: &AppState, hash: &SongHash, track: &Track) -> ApiError {
     let why = match state.queue.job(hash).await {
         Ok(None) => "no such song; submit it with POST /apiv1/separate".to_owned(),
+        Ok(Some(job)) if !job.tracks().contains(track) => format!(
+            "model {} gives no such stem; its stems are {}",
+            job.model,
+            job.tracks()
+                .iter()
+                .map(Track::name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Ok(Some(job)) => match job.state {
             JobState::Queued => "the song is still queued for separation".to_owned(),
             JobState::Running => format!("the song is being separated ({}% done)", job.progress),
@@ -142,7 +152,7 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: Track) -> ApiErr
     path = "/apiv1/remove/{hash}/{track}",
     params(
         ("hash" = String, Path, description = "Song hash (56 hex digits)"),
-        ("track" = String, Path, description = "vocals, drums, bass (alias base) or other; `.mp3` optional"),
+        ("track" = String, Path, description = "a stem of the job's model (GET /apiv1/models): vocals, drums, bass (alias base), other, and e.g. guitar, piano for htdemucs_6s; `.mp3` optional"),
     ),
     responses(
         (status = 200, description = "Removed", body = RemoveResponse),
@@ -158,7 +168,7 @@ pub async fn remove(
     let (hash, track) = (parse_hash(&path.0)?, parse_track(&path.1)?);
     let removed = state
         .storage
-        .delete(&ObjectKey::stem(&hash, track))
+        .delete(&ObjectKey::stem(&hash, &track))
         .await
         .map_err(ApiError::storage)?;
     if !removed {

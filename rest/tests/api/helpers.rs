@@ -185,16 +185,16 @@ impl TestApp {
             .expect("a queued job")
     }
 
-    /// Plays a worker: claims the next job, stores four stems (distinct real MP3s) and marks it
-    /// done. Returns the stems by track.
+    /// Plays a worker: claims the next job, stores its stems (distinct real MP3s; the lab's four
+    /// unless the job names others) and marks it done. Returns the stems by track.
     pub async fn finish_next_job(&self) -> Vec<(Track, Vec<u8>)> {
         let claim = self.claim_next().await;
         let mut stems = Vec::new();
-        for (i, t) in Track::ALL.into_iter().enumerate() {
+        for (i, t) in claim.job.tracks().into_iter().enumerate() {
             let bytes = tone_mp3(100.0 * (i + 1) as f32, 0.5, 1000 + i as u64);
             self.storage
                 .put(
-                    &ObjectKey::stem(&claim.job.hash, t),
+                    &ObjectKey::stem(&claim.job.hash, &t),
                     Bytes::from(bytes.clone()),
                 )
                 .await

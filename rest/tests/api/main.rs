@@ -4,6 +4,7 @@
 mod helpers;
 mod jobs;
 mod logging;
+mod models;
 mod resilience;
 mod stems;
 mod system;

@@ -35,7 +35,7 @@ fn main() {
     let mut nodes = Vec::new();
     for _ in 0..runs {
         let times = separator.time_segment(&audio).expect("plain run");
-        plain = plain.min(times.core);
+        plain = plain.min(times.cores);
         let started = Instant::now();
         let run = separator.profile_segment(&audio).expect("profiled run");
         profiled = profiled.min(started.elapsed());

@@ -6,7 +6,7 @@
 //! - the same segment on onnxruntime and PyTorch demucs via `model/bench_ref.py` when python with
 //!   those packages is available (`STEMSEP_BENCH_PYTHON`, default
 //!   `python3`), as ratios;
-//! - whole songs (synthetic music, MP3 in → four MP3s out through `Separator::separate_mp3`) of
+//! - whole songs (synthetic music, MP3 in → one MP3 per stem out through an `Mp3Sink`) of
 //!   1, 4 and 10 minutes (`STEMSEP_BENCH_MINUTES=1,4,10`): wall time, real-time factor, time per
 //!   segment, and peak RSS — each song runs in its own child process so each peak is its own;
 //! - the first song also separated by onnxruntime (the core, with `model/reference.py`'s numpy host
@@ -15,7 +15,9 @@
 //!   faster; the time of onnxruntime's core alone is the harder bar). onnxruntime runs the song
 //!   twice: one segment at a time on all threads, and segments side by side on one thread each as
 //!   ours does; the ratio takes its faster run. The MP3 songs add what the others do not do:
-//!   decoding the MP3 and encoding four.
+//!   decoding the MP3 and encoding four;
+//! - with `STEMSEP_BENCH_MODELS=name=path,…`, the first song through each of those models (e.g. the
+//!   Demucs family's exports): time, RTF and peak RSS, each as a ratio to the first model's.
 //!
 //! Cores: `STEMSEP_BENCH_THREADS` (tract threads per segment, default all cores) and
 //! `STEMSEP_BENCH_IN_FLIGHT` (segments in parallel, default the engine's: 2 on 2 cores).
@@ -61,14 +63,14 @@ fn child_segment(model: &Path, cfg: EngineConfig) {
     let mut best = separator.time_segment(&audio).expect("segment runs");
     for _ in 0..2 {
         let t = separator.time_segment(&audio).expect("segment runs");
-        if t.core < best.core {
+        if t.cores < best.cores {
             best = t;
         }
     }
     println!(
-        "{{\"load_s\":{load_s:.3},\"segment_s\":{:.4},\"stft_istft_s\":{:.5},\"peak_mib\":{:.0},\"sample_rate\":{}}}",
-        best.core.as_secs_f64(),
-        (best.stft + best.istft).as_secs_f64(),
+        "{{\"load_s\":{load_s:.3},\"segment_s\":{:.4},\"stft_s\":{:.5},\"peak_mib\":{:.0},\"sample_rate\":{}}}",
+        best.cores.as_secs_f64(),
+        best.stft.as_secs_f64(),
         memory_mib().0,
         info.sample_rate
     );
@@ -124,8 +126,9 @@ fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
     let stems = sink.finish().expect("encoders finish");
     let song_s = t.elapsed().as_secs_f64();
     let out_mib = stems.iter().map(Vec::len).sum::<usize>() as f64 / 1048576.0;
+    let stems = stems.len();
     println!(
-        "{{\"minutes\":{minutes},\"segments\":{segments},\"song_s\":{song_s:.2},\"rtf\":{:.4},\"per_segment_s\":{:.3},\"peak_mib\":{:.0},\"model_loaded_peak_mib\":{loaded_peak:.0},\"stems_mib\":{out_mib:.1}}}",
+        "{{\"minutes\":{minutes},\"segments\":{segments},\"song_s\":{song_s:.2},\"rtf\":{:.4},\"per_segment_s\":{:.3},\"peak_mib\":{:.0},\"model_loaded_peak_mib\":{loaded_peak:.0},\"stems_mib\":{out_mib:.1},\"stems\":{stems}}}",
         song_s / (minutes * 60.0),
         song_s / segments as f64,
         memory_mib().0
@@ -134,7 +137,11 @@ fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
 
 fn run_child(args: &[String]) -> Option<serde_json::Value> {
     let exe = std::env::current_exe().ok()?;
-    let out = Command::new(exe).args(args).output().ok()?;
+    let mut args = args.to_vec();
+    if !args.iter().any(|a| a == "--model") {
+        args.extend(["--model".into(), model_path().display().to_string()]);
+    }
+    let out = Command::new(exe).args(&args).output().ok()?;
     if !out.status.success() {
         eprintln!(
             "child {args:?} failed: {}",
@@ -163,7 +170,11 @@ fn main() {
     // SAFETY: the first statement of main, before this process starts any thread.
     unsafe { stemsep_engine::keep_freed_memory() };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = model_path();
+    // Children bench the model their parent names; the parent, $STEMSEP_BENCH_MODEL's.
+    let model = match args.iter().position(|a| a == "--model") {
+        Some(i) => args.get(i + 1).map(Into::into).expect("--model PATH"),
+        None => model_path(),
+    };
     let cfg = config();
     if let Some(i) = args.iter().position(|a| a == "--child-segment") {
         let _ = i;
@@ -199,10 +210,10 @@ fn main() {
     let tract_s = seg.as_ref().and_then(|v| v["segment_s"].as_f64());
     if let (Some(v), Some(s)) = (&seg, tract_s) {
         println!(
-            "one segment (core only): tract {s:.2} s = {:.1} GFLOP/s per core ({} threads); host STFT+iSTFT {:.3} s; load {:.1} s; peak RSS {} MiB",
+            "one segment (cores with their iSTFT): tract {s:.2} s = {:.1} GFLOP/s per core ({} threads); host STFT {:.3} s; load {:.1} s; peak RSS {} MiB",
             GFLOP_PER_SEGMENT / s / cfg.threads_per_segment as f64,
             cfg.threads_per_segment,
-            v["stft_istft_s"].as_f64().unwrap_or(f64::NAN),
+            v["stft_s"].as_f64().unwrap_or(f64::NAN),
             v["load_s"].as_f64().unwrap_or(f64::NAN),
             v["peak_mib"]
         );
@@ -294,7 +305,7 @@ fn main() {
                 let rtf = v["rtf"].as_f64().unwrap_or(f64::NAN);
                 let per = v["per_segment_s"].as_f64().unwrap_or(f64::NAN);
                 println!(
-                    "{minutes:>4} min song, MP3 in and 4 MP3s out: {:.1} s, RTF {rtf:.3}, {} segments, {per:.2} s/segment, peak RSS {} MiB (model loaded {} MiB)",
+                    "{minutes:>4} min song, MP3 in and one MP3 per stem out: {:.1} s, RTF {rtf:.3}, {} segments, {per:.2} s/segment, peak RSS {} MiB (model loaded {} MiB)",
                     v["song_s"].as_f64().unwrap_or(f64::NAN),
                     v["segments"],
                     v["peak_mib"],
@@ -306,6 +317,55 @@ fn main() {
             }
             None => println!("{minutes} min song: failed"),
         }
+    }
+    if let Some(&minutes) = env_or("STEMSEP_BENCH_MINUTES", "1,4,10")
+        .split(',')
+        .filter_map(|m| m.trim().parse::<f64>().ok())
+        .collect::<Vec<_>>()
+        .first()
+    {
+        models_side_by_side(minutes);
+    }
+}
+
+/// `$STEMSEP_BENCH_MODELS` (`name=path,…`): the same song, MP3 in and one MP3 per stem out,
+/// through each model, with its time and peak RSS as a ratio to the first model's.
+fn models_side_by_side(minutes: f64) {
+    let list = env_or("STEMSEP_BENCH_MODELS", "");
+    let models: Vec<(&str, &str)> = list
+        .split(',')
+        .filter_map(|entry| entry.trim().split_once('='))
+        .collect();
+    if models.is_empty() {
+        return;
+    }
+    println!("\n{minutes} min song through each model (MP3 in, one MP3 per stem out):");
+    println!(
+        "{:<16} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
+        "model", "song s", "RTF", "stems", "peak MiB", "time ×", "memory ×"
+    );
+    let mut first: Option<(f64, f64)> = None;
+    for (name, path) in models {
+        let args = [
+            "--child-song".to_string(),
+            minutes.to_string(),
+            "--model".into(),
+            path.into(),
+        ];
+        let Some(v) = run_child(&args) else {
+            println!("{name:<16} failed");
+            continue;
+        };
+        let song_s = v["song_s"].as_f64().unwrap_or(f64::NAN);
+        let peak = v["peak_mib"].as_f64().unwrap_or(f64::NAN);
+        let (t0, m0) = *first.get_or_insert((song_s, peak));
+        println!(
+            "{name:<16} {song_s:>8.1} {:>8.3} {:>7} {peak:>10.0} {:>9.2} {:>9.2}",
+            v["rtf"].as_f64().unwrap_or(f64::NAN),
+            v["stems"],
+            song_s / t0,
+            peak / m0
+        );
     }
 }
 

@@ -23,6 +23,7 @@
 //! threads. Memory stays flat in the song length beyond the decoded input and what the sink keeps.
 #![warn(missing_docs)]
 
+mod bag;
 mod dsp;
 mod error;
 mod kernels;
@@ -39,25 +40,26 @@ pub use memory::keep_freed_memory;
 pub use model::NodeTime;
 pub use sink::{CollectSink, Mp3Sink, Progress, StemSink};
 pub use stemsep_audio::PlanarAudio;
+pub use stemsep_manifest::{Manifest, Weights};
 
+use bag::Bag;
 use dsp::resample::resample;
 use dsp::stft::Stft;
-use model::Model;
 use separate::Chunking;
 
-/// The facts a model carries about itself (ONNX `metadata_props` or a sidecar `<model>.onnx.json`;
-/// see `model/README.md` §1).
+/// The facts of a model: its manifest's and its cores' (ONNX `metadata_props` or a sidecar
+/// `<core>.onnx.json`; see `model/README.md` §1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
     /// Model name, e.g. `htdemucs`.
     pub name: String,
-    /// Source names in the order of the model's output axis.
+    /// Source names in the order of the model's output axis: its stems.
     pub sources: Vec<String>,
     /// Sample rate the model works at, in Hz.
     pub sample_rate: u32,
     /// Audio channels the model takes (2).
     pub channels: usize,
-    /// Segment length the model takes, in samples per channel.
+    /// Segment the song is cut into, in samples per channel.
     pub segment_samples: usize,
     /// STFT size, in samples.
     pub n_fft: usize,
@@ -65,6 +67,10 @@ pub struct ModelInfo {
     pub hop_length: usize,
     /// Fraction of a segment consecutive segments share (0.25).
     pub overlap: f64,
+    /// Members in the bag (1 for a single core).
+    pub members: usize,
+    /// What kind of weights the model has.
+    pub weights: Weights,
 }
 
 /// How the engine uses the machine's cores.
@@ -97,46 +103,46 @@ impl Default for EngineConfig {
 pub struct SegmentTimes {
     /// The mixture's STFT.
     pub stft: Duration,
-    /// The ONNX core (tract and our kernels).
-    pub core: Duration,
-    /// The iSTFT of every source's frequency branch.
-    pub istft: Duration,
+    /// Every member's ONNX core (tract and our kernels), with its iSTFT and the weighting.
+    pub cores: Duration,
 }
 
 /// A loaded, optimised model ready to separate any number of songs, from any number of threads.
 pub struct Separator {
-    model: Model,
+    bag: Bag,
     stft: Stft,
     config: EngineConfig,
 }
 
 impl Separator {
-    /// Loads, optimises and plans the ONNX model once, using every core ([`EngineConfig`]'s
-    /// default).
+    /// Loads, optimises and plans the model at `model_path` once, using every core
+    /// ([`EngineConfig`]'s default). The path is a model directory (its `manifest.json` names the
+    /// members), a manifest file, or a single `.onnx` core.
     pub fn load(model_path: &Path) -> Result<Separator, EngineError> {
         Separator::load_with(model_path, EngineConfig::default())
     }
 
     /// [`Separator::load`] with an explicit use of cores.
     pub fn load_with(model_path: &Path, config: EngineConfig) -> Result<Separator, EngineError> {
-        let model = Model::load(model_path, config.threads_per_segment.max(1))?;
-        let info = model.info();
-        let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).map_err(|e| {
+        let bag = Bag::load(model_path, config.threads_per_segment.max(1))?;
+        let info = bag.info();
+        let stft = Stft::new(info.n_fft, info.hop_length, bag.core_samples()).map_err(|e| {
             EngineError::Model {
                 path: model_path.display().to_string(),
                 reason: e,
             }
         })?;
-        Ok(Separator {
-            model,
-            stft,
-            config,
-        })
+        Ok(Separator { bag, stft, config })
     }
 
     /// The model's facts.
     pub fn info(&self) -> &ModelInfo {
-        self.model.info()
+        self.bag.info()
+    }
+
+    /// The model's manifest: its members (paths resolved) and their weights.
+    pub fn manifest(&self) -> &Manifest {
+        self.bag.manifest()
     }
 
     /// Separates `audio` (the model's channel count, any sample rate: it is resampled to the
@@ -161,7 +167,7 @@ impl Separator {
         }
         let mix = resample(audio.channels, audio.sample_rate, info.sample_rate)?;
         separate::separate(
-            &self.model,
+            &self.bag,
             &self.stft,
             &mix,
             self.config.segments_in_flight,
@@ -189,7 +195,8 @@ impl Separator {
     }
 
     /// Runs the first segment of `audio` (at the model's rate; zero-padded if shorter) through
-    /// STFT → core → iSTFT on the model's pool, timing each stage. For benchmarks.
+    /// STFT → every member's core → iSTFT and weighting on the model's pool, timing the STFT and
+    /// the rest. For benchmarks.
     pub fn time_segment(&self, audio: &PlanarAudio) -> Result<SegmentTimes, EngineError> {
         let (mix, channels) = self.first_segment(audio)?;
         let mut scratch = self.stft.scratch();
@@ -199,15 +206,13 @@ impl Separator {
             .forward_into(&mix, channels, &mut spec, &mut scratch);
         let stft = started.elapsed();
         let started = Instant::now();
-        let out = self.model.run(mix, spec)?;
-        let core = started.elapsed();
-        let started = Instant::now();
-        let t = self.info().segment_samples;
-        separate::combine(&self.stft, &out, channels, &mut scratch, 0, t)?;
+        let t = self.bag.core_samples();
+        let pool = self.bag.pool();
+        self.bag
+            .run(pool, &self.stft, mix, spec, &mut scratch, 0, t)?;
         Ok(SegmentTimes {
             stft,
-            core,
-            istft: started.elapsed(),
+            cores: started.elapsed(),
         })
     }
 
@@ -216,7 +221,7 @@ impl Separator {
     pub fn profile_segment(&self, audio: &PlanarAudio) -> Result<Vec<NodeTime>, EngineError> {
         let (mix, channels) = self.first_segment(audio)?;
         let spec = self.stft.forward(&mix, channels);
-        self.model.profile(mix, spec)
+        self.bag.profile(&mix, &spec)
     }
 
     /// The first segment of `audio`, planar `[C][T]`, and its channel count.
@@ -228,7 +233,7 @@ impl Separator {
                 info.channels, info.sample_rate
             )));
         }
-        let t = info.segment_samples;
+        let t = self.bag.core_samples();
         let mut mix = vec![0.0f32; info.channels * t];
         for (plane, channel) in mix.chunks_exact_mut(t).zip(&audio.channels) {
             let n = channel.len().min(t);

@@ -11,17 +11,63 @@ use std::path::Path;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::prelude::multithread::{multithread_tract_scope, Executor};
 
-use crate::{EngineError, ModelInfo};
+use stemsep_manifest::CoreFacts;
+
+use crate::EngineError;
 
 /// The split-model contract version this engine implements.
 const FORMAT: &str = "1";
 
-/// A loaded, optimised, runnable core.
+/// What one core states about itself: the facts a manifest shares, plus the geometry the host
+/// DSP around it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoreInfo {
+    /// `stemsep.name`, `stemsep.sources`, the rate, channels and segment.
+    pub facts: CoreFacts,
+    /// STFT size, in samples.
+    pub n_fft: usize,
+    /// STFT hop, in samples.
+    pub hop_length: usize,
+    /// Fraction of a segment consecutive segments share.
+    pub overlap: f64,
+    /// Whether the core takes any length up to its segment (`stemsep.length` `any`: an HDemucs,
+    /// which apply_model runs at each chunk's own length), or exactly its segment.
+    pub any_length: bool,
+}
+
+impl CoreInfo {
+    /// Source names in the order of the core's output axis.
+    pub fn sources(&self) -> &[String] {
+        &self.facts.sources
+    }
+
+    /// Audio channels.
+    pub fn channels(&self) -> usize {
+        self.facts.channels
+    }
+
+    /// The segment the core takes, in samples per channel.
+    pub fn segment_samples(&self) -> usize {
+        self.facts.segment_samples
+    }
+}
+
+/// A loaded core: planned at its segment length, and, for a core that takes any length (HDemucs),
+/// able to plan itself at another.
 pub struct Model {
-    plan: Arc<TypedRunnableModel>,
-    /// The pool [`Model::run`] shares a segment's work out on.
-    pool: Executor,
-    info: ModelInfo,
+    /// The plan at the core's segment length.
+    plan: Plan,
+    /// The parsed ONNX graph, kept to plan other lengths (cores that take any length only).
+    source: Option<InferenceModel>,
+    path: String,
+    info: CoreInfo,
+}
+
+/// An optimised, runnable graph at one segment length.
+struct Plan {
+    runnable: Arc<TypedRunnableModel>,
+    /// Samples per channel the plan takes.
+    length: usize,
     /// Positions of the `mix` and `spec` inputs in the plan's input list.
     mix_input: usize,
     spec_input: usize,
@@ -47,20 +93,114 @@ pub fn pool_of(threads: usize) -> Executor {
 }
 
 impl Model {
-    /// Loads the ONNX file at `path` and plans it to run on a pool of `threads` threads (the
-    /// matrix products and convolutions; 1 = single-threaded).
-    pub fn load(path: &Path, threads: usize) -> Result<Model, EngineError> {
+    /// Loads the ONNX file at `path`, optimises it with our kernels in place of tract's, and plans
+    /// it at its segment length; the pool it runs on is chosen per run.
+    pub fn load(path: &Path) -> Result<Model, EngineError> {
         let err = |reason: String| EngineError::Model {
             path: path.display().to_string(),
             reason,
         };
-        let mut model = tract_onnx::onnx()
+        let source = tract_onnx::onnx()
             .model_for_path(path)
             .map_err(|e| err(format!("cannot load ONNX: {e:#}")))?;
-        let info = read_info(path, &model.properties).map_err(err)?;
-        let (c, t) = (info.channels, info.segment_samples);
-        let (bins, frames) = (info.n_fft / 2, t.div_ceil(info.hop_length));
+        let info = read_info(path, &source.properties).map_err(err)?;
+        let path = path.display().to_string();
+        let keep = info.any_length.then(|| source.clone());
+        let plan = Plan::new(source, &info, info.segment_samples(), &path)?;
+        Ok(Model {
+            plan,
+            source: keep,
+            path,
+            info,
+        })
+    }
 
+    /// The core's facts.
+    pub fn info(&self) -> &CoreInfo {
+        &self.info
+    }
+
+    /// Runs the core on one segment on `executor`: `mix` planar `[C][T]`, `spec`
+    /// `[2C][bins][frames]`, `T` the core's segment, or, for a core that takes any length, any
+    /// `T` up to it (planned for that length first: the short last chunk of a song).
+    pub fn run_on(
+        &self,
+        executor: &Executor,
+        mix: Vec<f32>,
+        spec: Vec<f32>,
+    ) -> Result<CoreOutput, EngineError> {
+        let length = mix.len() / self.info.channels();
+        let other;
+        let plan = if length == self.plan.length {
+            &self.plan
+        } else {
+            let Some(source) = &self.source else {
+                return Err(EngineError::Inference(format!(
+                    "a segment of {length} samples for a core that takes {}",
+                    self.plan.length
+                )));
+            };
+            let started = std::time::Instant::now();
+            other = Plan::new(source.clone(), &self.info, length, &self.path)?;
+            tracing::debug!(
+                length,
+                secs = started.elapsed().as_secs_f64(),
+                "core planned for a short segment"
+            );
+            &other
+        };
+        let inputs = plan.inputs(&self.info, mix, spec)?;
+        let outputs = multithread_tract_scope(executor.clone(), || plan.runnable.run(inputs))
+            .map_err(inference)?;
+        plan.outputs(&self.info, outputs)
+    }
+
+    /// Runs one segment (at the core's segment length) like [`Model::run_on`], timing every node
+    /// of the optimised plan. For `make bench-profile`; the timing wrapper adds a few µs per node.
+    pub fn profile(
+        &self,
+        executor: &Executor,
+        mix: Vec<f32>,
+        spec: Vec<f32>,
+    ) -> Result<Vec<NodeTime>, EngineError> {
+        let plan = &self.plan;
+        let mut times = Vec::new();
+        let mut state = TypedSimpleState::new(&plan.runnable).map_err(inference)?;
+        let inputs = plan.inputs(&self.info, mix, spec)?;
+        let outputs = multithread_tract_scope(executor.clone(), || {
+            state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                let started = std::time::Instant::now();
+                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                times.push(NodeTime {
+                    node: node.name.clone(),
+                    op: node.op().name().to_string(),
+                    info: node.op().info().unwrap_or_default().join("; "),
+                    time: started.elapsed(),
+                });
+                result
+            })
+        })
+        .map_err(inference)?;
+        plan.outputs(&self.info, outputs)?;
+        Ok(times)
+    }
+}
+
+impl Plan {
+    /// Types, declutters and optimises `model` for segments of `length` samples, with our kernels
+    /// in place of tract's large products and convolutions, and plans it.
+    fn new(
+        mut model: InferenceModel,
+        info: &CoreInfo,
+        length: usize,
+        path: &str,
+    ) -> Result<Plan, EngineError> {
+        let err = |reason: String| EngineError::Model {
+            path: path.to_owned(),
+            reason,
+        };
+        let c = info.channels();
+        let (bins, frames) = (info.n_fft / 2, length.div_ceil(info.hop_length));
         let input_names: Vec<String> = model
             .input_outlets()
             .map_err(|e| err(format!("{e:#}")))?
@@ -75,7 +215,7 @@ impl Model {
         };
         let (mix_input, spec_input) = (find("mix")?, find("spec")?);
         model
-            .set_input_fact(mix_input, f32::fact([1, c, t]).into())
+            .set_input_fact(mix_input, f32::fact([1, c, length]).into())
             .and_then(|_| {
                 model.set_input_fact(spec_input, f32::fact([1, 2 * c, bins, frames]).into())
             })
@@ -94,7 +234,8 @@ impl Model {
             ))
         })?;
         tracing::debug!(
-            model = %path.display(),
+            model = %path,
+            length,
             on_gemm,
             convs_on_gemm,
             deconvs_on_gemm,
@@ -120,14 +261,13 @@ impl Model {
         };
         let (freq_output, time_output) = (out(5)?, out(4)?);
 
-        // The pool is chosen per run, not bound into the plan: see `run_on`.
-        let plan = typed
+        // The pool is chosen per run, not bound into the plan: see `Model::run_on`.
+        let runnable = typed
             .into_runnable()
             .map_err(|e| err(format!("cannot plan: {e:#}")))?;
-        Ok(Model {
-            plan,
-            pool: pool_of(threads),
-            info,
+        Ok(Plan {
+            runnable,
+            length,
             mix_input,
             spec_input,
             freq_output,
@@ -135,76 +275,19 @@ impl Model {
         })
     }
 
-    /// The model's facts.
-    pub fn info(&self) -> &ModelInfo {
-        &self.info
+    /// `(channels, samples, bins, frames)`: the shapes of one segment's tensors.
+    fn geometry(&self, info: &CoreInfo) -> (usize, usize, usize, usize) {
+        let (c, t) = (info.channels(), self.length);
+        (c, t, info.n_fft / 2, t.div_ceil(info.hop_length))
     }
 
-    /// Runs the core on one segment, on the model's pool: `mix` planar `[C][T]`, `spec`
-    /// `[2C][bins][frames]`.
-    pub fn run(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<CoreOutput, EngineError> {
-        self.run_on(&self.pool, mix, spec)
-    }
-
-    /// Runs the core on one segment like [`Model::run`], on `executor` instead of the model's
-    /// pool: segments side by side each on their own share of the cores.
-    pub fn run_on(
+    fn inputs(
         &self,
-        executor: &Executor,
+        info: &CoreInfo,
         mix: Vec<f32>,
         spec: Vec<f32>,
-    ) -> Result<CoreOutput, EngineError> {
-        let inputs = self.inputs(mix, spec)?;
-        let outputs = multithread_tract_scope(executor.clone(), || self.plan.run(inputs))
-            .map_err(inference)?;
-        self.outputs(outputs)
-    }
-
-    /// The pool [`Model::run`] uses.
-    pub fn pool(&self) -> &Executor {
-        &self.pool
-    }
-
-    /// The size of the model's pool.
-    pub fn threads(&self) -> usize {
-        match &self.pool {
-            Executor::MultiThread(pool) => pool.current_num_threads(),
-            _ => 1,
-        }
-    }
-
-    /// Runs one segment like [`Model::run`], timing every node of the optimised plan. For
-    /// `make bench-profile`; the timing wrapper adds a few µs per node.
-    pub fn profile(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<Vec<NodeTime>, EngineError> {
-        let mut times = Vec::new();
-        let mut state = TypedSimpleState::new(&self.plan).map_err(inference)?;
-        let inputs = self.inputs(mix, spec)?;
-        let outputs = multithread_tract_scope(self.pool.clone(), || {
-            state.run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
-                let started = std::time::Instant::now();
-                let result = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                times.push(NodeTime {
-                    node: node.name.clone(),
-                    op: node.op().name().to_string(),
-                    info: node.op().info().unwrap_or_default().join("; "),
-                    time: started.elapsed(),
-                });
-                result
-            })
-        })
-        .map_err(inference)?;
-        self.outputs(outputs)?;
-        Ok(times)
-    }
-
-    /// `(channels, segment samples, bins, frames)`: the shapes of one segment's tensors.
-    fn geometry(&self) -> (usize, usize, usize, usize) {
-        let (c, t) = (self.info.channels, self.info.segment_samples);
-        (c, t, self.info.n_fft / 2, t.div_ceil(self.info.hop_length))
-    }
-
-    fn inputs(&self, mix: Vec<f32>, spec: Vec<f32>) -> Result<TVec<TValue>, EngineError> {
-        let (c, t, bins, frames) = self.geometry();
+    ) -> Result<TVec<TValue>, EngineError> {
+        let (c, t, bins, frames) = self.geometry(info);
         let mix = tract_ndarray::Array3::from_shape_vec((1, c, t), mix)
             .map_err(|e| EngineError::Inference(e.to_string()))?
             .into_tensor();
@@ -218,9 +301,9 @@ impl Model {
         })
     }
 
-    fn outputs(&self, outputs: TVec<TValue>) -> Result<CoreOutput, EngineError> {
-        let (c, t, bins, frames) = self.geometry();
-        let s = self.info.sources.len();
+    fn outputs(&self, info: &CoreInfo, outputs: TVec<TValue>) -> Result<CoreOutput, EngineError> {
+        let (c, t, bins, frames) = self.geometry(info);
+        let s = info.sources().len();
         let take = |outputs: &TVec<TValue>, i: usize, shape: &[usize]| {
             let v = outputs[i].clone();
             if v.shape() != shape {
@@ -255,7 +338,7 @@ fn inference(e: TractError) -> EngineError {
 }
 
 /// Reads the `stemsep.*` facts from the ONNX properties, or else from `<path>.json`.
-fn read_info(path: &Path, props: &HashMap<String, Arc<Tensor>>) -> Result<ModelInfo, String> {
+fn read_info(path: &Path, props: &HashMap<String, Arc<Tensor>>) -> Result<CoreInfo, String> {
     const PREFIX: &str = "onnx.metadata_props.";
     let mut meta: HashMap<String, String> = props
         .iter()
@@ -309,29 +392,27 @@ fn read_info(path: &Path, props: &HashMap<String, Arc<Tensor>>) -> Result<ModelI
             "spectrogram layout {spec_layout:?} unsupported (need cac)"
         ));
     }
-    let info = ModelInfo {
-        name: get("stemsep.name")?.to_string(),
-        sources: get("stemsep.sources")?
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .collect(),
-        sample_rate: num("stemsep.sample_rate")? as u32,
-        channels: num("stemsep.channels")?,
-        segment_samples: num("stemsep.segment_samples")?,
+    let info = CoreInfo {
+        facts: CoreFacts::from_pairs(|key| meta.get(key).map(String::as_str))?,
         n_fft: num("stemsep.nfft")?,
         hop_length: num("stemsep.hop")?,
         overlap: get("stemsep.overlap")
             .unwrap_or("0.25")
             .parse()
             .map_err(|e| format!("metadata \"stemsep.overlap\": {e}"))?,
+        any_length: match get("stemsep.length").unwrap_or("segment") {
+            "segment" => false,
+            "any" => true,
+            other => return Err(format!("metadata \"stemsep.length\": {other:?}")),
+        },
     };
-    if info.channels != 2 {
+    if info.channels() != 2 {
         return Err(format!(
             "{} audio channels; only stereo models are supported",
-            info.channels
+            info.channels()
         ));
     }
-    if info.sample_rate == 0 || info.segment_samples == 0 || info.sources.is_empty() {
+    if info.facts.sample_rate == 0 || info.segment_samples() == 0 || info.sources().is_empty() {
         return Err("sample_rate, segment_samples and sources must be non-empty".into());
     }
     if !(0.0..1.0).contains(&info.overlap) {

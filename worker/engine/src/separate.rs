@@ -24,8 +24,9 @@ use std::sync::{Condvar, Mutex};
 
 use tract_onnx::tract_core::prelude::multithread::Executor;
 
+use crate::bag::Bag;
 use crate::dsp::stft::{Stft, StftScratch};
-use crate::model::{pool_of, CoreOutput, Model};
+use crate::model::{pool_of, CoreOutput};
 use crate::{EngineError, Progress, StemSink};
 
 /// The chunking of a song of `len` samples into segments of `segment` samples.
@@ -33,7 +34,7 @@ use crate::{EngineError, Progress, StemSink};
 pub struct Chunking {
     /// Song length, in samples per channel.
     pub len: usize,
-    /// Model segment `T`, in samples.
+    /// Chunking segment, in samples (the core may take more: a chunk is padded to it).
     pub segment: usize,
     /// Distance between chunk starts, in samples.
     pub stride: usize,
@@ -87,14 +88,14 @@ pub fn normalisation(mix: &[Vec<f32>]) -> (f32, f32) {
 /// streaming the result to `sink`, with `in_flight` segments computed in parallel (and the
 /// `n % in_flight` a song's `n` segments leave over alongside its first ones).
 pub fn separate(
-    model: &Model,
+    bag: &Bag,
     stft: &Stft,
     mix: &[Vec<f32>],
     in_flight: usize,
     sink: &mut dyn StemSink,
     progress: &dyn Progress,
 ) -> Result<(), EngineError> {
-    let info = model.info();
+    let info = bag.info();
     let (channels, sources) = (info.channels, info.sources.len());
     assert_eq!(
         mix.len(),
@@ -107,7 +108,7 @@ pub fn separate(
     let in_flight = in_flight.clamp(1, n_chunks.max(1));
     // A segment alone runs on the model's pool; segments side by side share its threads out,
     // each on a pool of its own (or its own thread).
-    let threads_each = model.threads() / in_flight;
+    let threads_each = bag.threads() / in_flight;
     // Left to the end, the `n_chunks % in_flight` odd segments would run on one share of the
     // cores while the other shares idle (1 of 11 on a 1-min song: a tenth of its time). Alone on
     // the whole pool they still leave cores idle through tract's one-thread elementwise operators
@@ -150,16 +151,8 @@ pub fn separate(
                         return;
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| {
-                        let segment = (i, own.as_ref().unwrap_or(model.pool()));
-                        run_chunk(
-                            model,
-                            stft,
-                            mix,
-                            (mean, std),
-                            chunking,
-                            segment,
-                            &mut scratch,
-                        )
+                        let segment = (i, own.as_ref().unwrap_or(bag.pool()));
+                        run_chunk(bag, stft, mix, (mean, std), chunking, segment, &mut scratch)
                     }))
                     .unwrap_or_else(|_| {
                         Err(EngineError::Internal(format!("segment {i} panicked")))
@@ -296,10 +289,11 @@ fn overlap_add(
     Ok(())
 }
 
-/// Runs chunk `i`: pads it to the model's length from the song (zeros past the ends), normalises,
-/// runs STFT → core → iSTFT + time branch, and returns the centre-trimmed output `[S][C][len]`.
+/// Runs chunk `i`: pads it to the core's length from the song (zeros past the ends), normalises,
+/// runs STFT → cores → iSTFT + time branch, and returns the centre-trimmed, weighted output
+/// `[S][C][len]`.
 fn run_chunk(
-    model: &Model,
+    bag: &Bag,
     stft: &Stft,
     mix: &[Vec<f32>],
     (mean, std): (f32, f32),
@@ -307,9 +301,9 @@ fn run_chunk(
     (i, executor): (usize, &Executor),
     scratch: &mut StftScratch,
 ) -> Result<Vec<f32>, EngineError> {
-    let info = model.info();
-    let (channels, t) = (info.channels, info.segment_samples);
+    let channels = bag.info().channels;
     let (offset, len) = (chunking.offset(i), chunking.chunk_len(i));
+    let t = bag.core_length(len);
     let delta = t - len;
     let start = offset as isize - (delta / 2) as isize;
     let song = chunking.len as isize;
@@ -322,14 +316,44 @@ fn run_chunk(
             *dst = (x - mean) / std;
         }
     }
+    if t != stft.segment() {
+        // Cores that take any length run a song's short last chunk at its own length, with an STFT
+        // planned for it.
+        let info = bag.info();
+        let short = Stft::new(info.n_fft, info.hop_length, t)
+            .map_err(|e| EngineError::Input(format!("a chunk of {t} samples: {e}")))?;
+        return transform_and_run(
+            bag,
+            &short,
+            u,
+            executor,
+            &mut short.scratch(),
+            delta / 2,
+            len,
+        );
+    }
+    transform_and_run(bag, stft, u, executor, scratch, delta / 2, len)
+}
+
+/// The STFT of the normalised segment `u`, then the bag on both.
+fn transform_and_run(
+    bag: &Bag,
+    stft: &Stft,
+    u: Vec<f32>,
+    executor: &Executor,
+    scratch: &mut StftScratch,
+    trim: usize,
+    len: usize,
+) -> Result<Vec<f32>, EngineError> {
+    let channels = bag.info().channels;
     let mut spec = vec![0.0f32; stft.spec_len(channels)];
     stft.forward_into(&u, channels, &mut spec, scratch);
-    let core = model.run_on(executor, u, spec)?;
-    combine(stft, &core, channels, scratch, delta / 2, len)
+    bag.run(executor, stft, u, spec, scratch, trim, len)
 }
 
 /// The core's two branches as one waveform per source: iSTFT of the frequency branch plus the
-/// time branch, samples `trim..trim + len` of the segment, `[S][C][len]` flat.
+/// time branch, samples `trim..trim + len` of the segment, `[S][C][len]` flat; sources `used`
+/// says nothing of are left silent, untransformed.
 pub fn combine(
     stft: &Stft,
     core: &CoreOutput,
@@ -337,6 +361,7 @@ pub fn combine(
     scratch: &mut StftScratch,
     trim: usize,
     len: usize,
+    used: &[bool],
 ) -> Result<Vec<f32>, EngineError> {
     let fail = |e: tract_onnx::prelude::TractError| EngineError::Inference(format!("{e:#}"));
     let freq_view = core.freq.try_as_plain_ram().map_err(fail)?;
@@ -348,7 +373,7 @@ pub fn combine(
     let sources = freq.len() / spec_len;
     let mut y = vec![0.0f32; channels * t];
     let mut out = vec![0.0f32; sources * channels * len];
-    for s in 0..sources {
+    for s in (0..sources).filter(|&s| used.get(s) == Some(&true)) {
         stft.inverse_into(
             &freq[s * spec_len..(s + 1) * spec_len],
             channels,
@@ -408,14 +433,14 @@ mod tests {
     fn a_failing_sink_stops_the_song_with_its_own_error() {
         let tiny =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model/tiny/tiny.onnx");
-        let model = Model::load(&tiny, 1).unwrap();
-        let info = model.info().clone();
+        let bag = Bag::load(&tiny, 1).unwrap();
+        let info = bag.info().clone();
         let stft = Stft::new(info.n_fft, info.hop_length, info.segment_samples).unwrap();
         // Seven segments: the sink fails while most are still to come.
         let n = 5 * info.segment_samples;
         let tone: Vec<f32> = (0..n).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
         let mut sink = FailingSink { pushed: 0 };
-        let err = separate(&model, &stft, &[tone.clone(), tone], 2, &mut sink, &|_| {})
+        let err = separate(&bag, &stft, &[tone.clone(), tone], 2, &mut sink, &|_| {})
             .expect_err("the sink's failure ends the song");
         assert!(
             matches!(&err, EngineError::Audio(AudioError::Encode(m)) if m == "disk full"),

@@ -45,30 +45,67 @@ fn tiny_model_matches_apply_model_golden_stems() {
     }
 }
 
-/// The same on a full-size htdemucs export, whose large products, convolutions and transposed
-/// convolutions take the engine's own kernels (the tiny model's are too small to): `make bench`
-/// exports the random-init model with its golden stems and runs this.
 #[test]
-#[ignore = "needs a full-size export and its golden stems (torch): make bench-fidelity"]
-fn full_size_model_matches_apply_model_golden_stems() {
-    let var = |name: &str| -> PathBuf {
-        std::env::var_os(name)
-            .unwrap_or_else(|| panic!("set {name} (make bench-fidelity does)"))
-            .into()
-    };
+fn tiny_family_matches_apply_model_golden_stems() {
+    // A 6-source model, two-member bags with one-hot weights (htdemucs_ft's form: each member
+    // gives some sources) and mixed ones (every source a weighted mean of both members), and an
+    // HDemucs, whose chunks run at their own length (the clip's last is 2001 samples, shorter than
+    // the STFT's reflect padding), each against apply_model on the whole bag.
+    for variant in ["6s", "bag-onehot", "bag-mixed", "hdemucs"] {
+        let config = EngineConfig {
+            threads_per_segment: 2,
+            segments_in_flight: 2,
+        };
+        println!("{variant} {config:?}");
+        matches_golden(
+            &tiny().join(variant),
+            &tiny().join(format!("golden-{variant}")),
+            config,
+        );
+    }
+}
+
+/// The same on full-size exports, whose large products, convolutions and transposed convolutions
+/// take the engine's own kernels (the tiny models' are too small to): every model directory in
+/// `$STEMSEP_FULLSIZE_DIR` with golden stems beside it (`<name>/` and `<name>-golden/`, as `make
+/// model-check` exports the Demucs family through demucs' own `get_model`), run by `make
+/// bench-fidelity`.
+#[test]
+#[ignore = "needs full-size exports and their golden stems (torch): make bench-fidelity"]
+fn full_size_models_match_apply_model_golden_stems() {
+    let dir: PathBuf = std::env::var_os("STEMSEP_FULLSIZE_DIR")
+        .expect("set STEMSEP_FULLSIZE_DIR (make bench-fidelity does)")
+        .into();
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").is_file())
+        .filter(|p| golden_of(p).join("meta.json").is_file())
+        .collect();
+    models.sort();
+    assert!(
+        !models.is_empty(),
+        "no model with golden stems in {}",
+        dir.display()
+    );
     // The products shared out over two threads, and the default (segments side by side).
     let pooled = EngineConfig {
         threads_per_segment: 2,
         segments_in_flight: 1,
     };
-    for config in [pooled, EngineConfig::default()] {
-        println!("{config:?}");
-        matches_golden(
-            &var("STEMSEP_FULLSIZE_MODEL"),
-            &var("STEMSEP_FULLSIZE_GOLDEN"),
-            config,
-        );
+    for model in &models {
+        for config in [pooled, EngineConfig::default()] {
+            println!("{} {config:?}", model.display());
+            matches_golden(model, &golden_of(model), config);
+        }
     }
+}
+
+/// `<dir>/<name>-golden` for the model `<dir>/<name>`.
+fn golden_of(model: &Path) -> PathBuf {
+    let mut name = model.file_name().unwrap_or_default().to_owned();
+    name.push("-golden");
+    model.with_file_name(name)
 }
 
 /// Separates `golden/mix.f32` with `model` and compares every stem with `golden/stems.f32`.

@@ -182,6 +182,20 @@ impl Env {
         .collect()
     }
 
+    /// Installs the model at `source` (a model directory, or a `.onnx` with its sidecar) as
+    /// `name` in the workers' model directory.
+    pub fn install_model(&self, name: &str, source: &Path) {
+        let models = self.model_dir();
+        if source.is_dir() {
+            std::os::unix::fs::symlink(source, models.join(name)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(source, models.join(format!("{name}.onnx"))).unwrap();
+            let mut sidecar = source.as_os_str().to_owned();
+            sidecar.push(".json");
+            std::os::unix::fs::symlink(sidecar, models.join(format!("{name}.onnx.json"))).unwrap();
+        }
+    }
+
     /// Starts a `stemsep-worker` named `id` with extra `STEMSEP_*` settings; returns its index.
     pub fn spawn_worker(&mut self, id: &str, extra: &[(&str, &str)]) -> usize {
         let port = free_port();
@@ -312,10 +326,10 @@ impl Env {
 
     /// Every stem of `hash` is in storage.
     pub async fn stems_present(&self, hash: &SongHash) -> bool {
-        for t in Track::ALL {
+        for t in Track::lab() {
             if !self
                 .storage
-                .exists(&ObjectKey::stem(hash, t))
+                .exists(&ObjectKey::stem(hash, &t))
                 .await
                 .unwrap()
             {

@@ -52,28 +52,27 @@ impl Stft {
     /// asserts) over segments of `segment` samples per channel.
     pub fn new(n_fft: usize, hop: usize, segment: usize) -> Result<Stft, String> {
         let pad_left = hop / 2 * 3;
-        if n_fft == 0 || hop * 4 != n_fft || segment <= pad_left + n_fft {
+        if n_fft == 0 || hop * 4 != n_fft || segment == 0 {
             return Err(format!(
                 "unsupported STFT geometry: n_fft {n_fft}, hop {hop}, segment {segment} \
-                 (need hop = n_fft/4 and a segment longer than n_fft + {pad_left})"
+                 (need hop = n_fft/4 and a segment)"
             ));
         }
         let frames = segment.div_ceil(hop);
         let window = hann_periodic(n_fft);
-        let envelope = (0..segment)
-            .map(|n| {
-                let p = (n + pad_left) as isize;
-                // The 2 zero frames at each edge contribute to the envelope, not to the signal.
-                (-2..frames as isize + 2)
-                    .filter_map(|j| {
-                        let m = p - j * hop as isize;
-                        (0..n_fft as isize)
-                            .contains(&m)
-                            .then(|| window[m as usize].powi(2))
-                    })
-                    .sum()
-            })
-            .collect();
+        // Overlap-added frame by frame (the frames in order for every sample, as a per-sample sum
+        // would take them), so long segments cost frames × n_fft, not segment × frames. The 2 zero
+        // frames at each edge contribute to the envelope, not to the signal.
+        let mut envelope = vec![0.0f32; segment];
+        for j in -2..frames as isize + 2 {
+            let first = j * hop as isize - pad_left as isize;
+            for (m, w) in window.iter().enumerate() {
+                let n = first + m as isize;
+                if (0..segment as isize).contains(&n) {
+                    envelope[n as usize] += w * w;
+                }
+            }
+        }
         let mut planner = RealFftPlanner::<f32>::new();
         Ok(Stft {
             n_fft,
@@ -253,11 +252,21 @@ impl Stft {
 }
 
 /// Writes `x` reflect-padded (numpy/torch `'reflect'`: the edge sample is not repeated) with
-/// `left` samples before it, filling the rest of `out` after it. Needs `x.len()` larger than
-/// either pad, which [`Stft::new`] guarantees.
+/// `left` samples before it, filling the rest of `out` after it. A signal too short to reflect
+/// that far is first extended with zeros, as demucs' `pad1d` does (zeros to the right up to the
+/// right pad, the rest to the left), so a short last chunk is padded as demucs pads it.
 fn reflect_pad_into(x: &[f32], left: usize, out: &mut [f32]) {
     let n = x.len();
     let right = out.len() - left - n;
+    let longest = left.max(right);
+    if n <= longest {
+        let extra = longest - n + 1;
+        let extra_right = right.min(extra);
+        let extra_left = extra - extra_right;
+        let mut extended = vec![0.0f32; n + extra];
+        extended[extra_left..extra_left + n].copy_from_slice(x);
+        return reflect_pad_into(&extended, left - extra_left, out);
+    }
     out[left..left + n].copy_from_slice(x);
     for i in 0..left {
         out[left - 1 - i] = x[1 + i];
@@ -277,6 +286,20 @@ mod tests {
         let mut out = vec![0.0; 10];
         reflect_pad_into(&[1.0, 2.0, 3.0, 4.0, 5.0], 3, &mut out);
         assert_eq!(out, [4.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0]);
+    }
+
+    #[test]
+    fn short_signals_are_zero_extended_before_reflecting_as_demucs_pad1d_does() {
+        // demucs pad1d([1, 2, 3], (4, 2), 'reflect'): length 3 <= 4, so two zeros go right
+        // ([1, 2, 3, 0, 0]), then reflect by (4, 0).
+        let mut out = vec![0.0; 9];
+        reflect_pad_into(&[1.0, 2.0, 3.0], 4, &mut out);
+        assert_eq!(out, [0.0, 0.0, 3.0, 2.0, 1.0, 2.0, 3.0, 0.0, 0.0]);
+        // pad1d([1, 2], (3, 1)): one zero right (the right pad's worth), one left
+        // ([0, 1, 2, 0]), then reflect by (2, 0).
+        let mut out = vec![0.0; 6];
+        reflect_pad_into(&[1.0, 2.0], 3, &mut out);
+        assert_eq!(out, [2.0, 1.0, 0.0, 1.0, 2.0, 0.0]);
     }
 
     #[test]
