@@ -153,7 +153,8 @@ async fn status_reports_progress_and_tracks() {
     assert_eq!(
         status,
         json!({"hash": hash, "state": "queued", "progress": 0, "attempts": 0, "tracks": [],
-               "error": null, "callback_status": null, "model": "htdemucs"})
+               "stems": ["vocals", "drums", "bass", "other"], "error": null,
+               "callback_status": null, "model": "htdemucs"})
     );
     app.queue
         .set_progress(&hash.parse().unwrap(), 37)
