@@ -63,8 +63,9 @@ CHECK_DIR := $(HOME)/.cache/stemsep/model-check
 # Golden clips span three chunks and end on a short one: 3 x 7.8 s segments, or 3 x 44 s for hdemucs_mmi.
 GOLDEN_LENGTH = $(if $(filter hdemucs_mmi,$*),3900001,700001)
 .PHONY: model-check bench-fidelity
+# --workspace: the same dependency features as make test, so nothing is built twice.
 model-check: $(FAMILY:%=$(CHECK_DIR)/%/manifest.json)
-	STEMSEP_FULLSIZE_DIR="$(CHECK_DIR)" cargo test -p stemsep-engine --test fidelity -- --ignored --nocapture
+	STEMSEP_FULLSIZE_DIR="$(CHECK_DIR)" cargo test --workspace --test fidelity -- --ignored --nocapture
 
 $(CHECK_DIR)/%/manifest.json: model/export.py model/family.py | model-deps
 	"$(MODEL_PY)" model/family.py --hub "$(CHECK_DIR)/hub" --seed 42 $*
