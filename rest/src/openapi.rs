@@ -8,6 +8,7 @@ use crate::routes::health::{self, HealthResponse};
 use crate::routes::jobs::{
     self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse,
 };
+use crate::routes::page;
 use crate::routes::stems::{self, RemoveResponse};
 
 /// The API description.
@@ -23,7 +24,8 @@ use crate::routes::stems::{self, RemoveResponse};
         jobs::status,
         stems::track,
         stems::remove,
-        health::index,
+        page::index,
+        page::asset,
         health::healthz,
         health::metrics,
         openapi_json,

@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod page;
 pub mod stems;
 
 use stemsep_common::job::{SongHash, Track};

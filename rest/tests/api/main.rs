@@ -4,6 +4,7 @@
 mod helpers;
 mod jobs;
 mod logging;
+mod page;
 mod resilience;
 mod stems;
 mod system;
