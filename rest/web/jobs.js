@@ -3,6 +3,7 @@
 // it waits, its place in GET /apiv1/queue.
 
 import * as api from './api.js';
+import { h } from './dom.js';
 
 const STORED = 'stemsep.jobs.v1';
 /** How many songs are remembered; the oldest is forgotten first. */
@@ -165,53 +166,46 @@ export class JobList {
   }
 
   item(job) {
-    const li = document.createElement('li');
-    li.className = 'job';
-    li.dataset.hash = job.hash;
-    li.dataset.state = job.state || 'pending';
-
-    const title = document.createElement('div');
-    title.className = 'job-title';
-    const name = document.createElement('strong');
-    name.textContent = job.name;
-    const meta = document.createElement('span');
-    meta.className = 'job-meta';
-    const code = document.createElement('code');
-    code.textContent = job.hash.slice(0, 12);
-    code.title = job.hash;
-    meta.append(job.model ? `${job.model} · ` : '', code);
-    title.append(name, meta);
-
-    const progress = document.createElement('progress');
-    progress.max = 100;
-    progress.value = job.state === 'done' ? 100 : job.progress;
-    progress.setAttribute('aria-label', `Progress of ${job.name}`);
-
-    const text = document.createElement('p');
-    text.className = 'job-status';
-    text.textContent = describe(job) + (job.notice ? ` (${job.notice}; retrying)` : '');
-
-    const actions = document.createElement('div');
-    actions.className = 'job-actions';
+    const progress = h('progress', {
+      max: 100,
+      value: job.state === 'done' ? 100 : job.progress,
+      attrs: { 'aria-label': `Progress of ${job.name}` },
+    });
+    const actions = h('div', { className: 'job-actions' });
+    const button = (action, text, label, onClick, className = '') => {
+      const b = h('button', {
+        type: 'button',
+        className,
+        textContent: text,
+        attrs: { 'data-action': action, 'aria-label': label },
+      });
+      b.addEventListener('click', onClick);
+      actions.append(b);
+    };
     if (job.state === 'done' && job.tracks.length) {
-      const open = document.createElement('button');
-      open.type = 'button';
-      open.className = 'primary';
-      open.dataset.action = 'open';
-      open.textContent = 'Open in mixer';
-      open.setAttribute('aria-label', `Open ${job.name} in the mixer`);
-      open.addEventListener('click', () => this.onOpen(job));
-      actions.append(open);
+      button('open', 'Open in mixer', `Open ${job.name} in the mixer`, () => this.onOpen(job), 'primary');
     }
-    const forget = document.createElement('button');
-    forget.type = 'button';
-    forget.dataset.action = 'forget';
-    forget.textContent = 'Forget';
-    forget.setAttribute('aria-label', `Forget ${job.name} (the server keeps its stems)`);
-    forget.addEventListener('click', () => this.forget(job.hash));
-    actions.append(forget);
-
-    li.append(title, progress, text, actions);
-    return li;
+    button('forget', 'Forget', `Forget ${job.name} (the server keeps its stems)`, () => this.forget(job.hash));
+    return h(
+      'li',
+      { className: 'job', attrs: { 'data-hash': job.hash, 'data-state': job.state || 'pending' } },
+      h(
+        'div',
+        { className: 'job-title' },
+        h('strong', { textContent: job.name }),
+        h(
+          'span',
+          { className: 'job-meta' },
+          job.model ? `${job.model} · ` : '',
+          h('code', { textContent: job.hash.slice(0, 12), title: job.hash }),
+        ),
+      ),
+      progress,
+      h('p', {
+        className: 'job-status',
+        textContent: describe(job) + (job.notice ? ` (${job.notice}; retrying)` : ''),
+      }),
+      actions,
+    );
   }
 }

@@ -4,6 +4,7 @@
 // mute, solo) and draws its waveform from the decoded samples.
 
 import * as api from './api.js';
+import { h } from './dom.js';
 
 /** The sources start this far ahead of "now", s, so all of them are scheduled before it comes. */
 const START_AHEAD = 0.05;
@@ -39,14 +40,13 @@ function peaks(buffer) {
   return out;
 }
 
-function toggleButton(text, label) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.className = 'toggle';
-  b.textContent = text;
-  b.setAttribute('aria-label', label);
-  b.setAttribute('aria-pressed', 'false');
-  return b;
+function toggleButton(text, className, label) {
+  return h('button', {
+    type: 'button',
+    className: `toggle ${className}`,
+    textContent: text,
+    attrs: { 'aria-label': label, 'aria-pressed': 'false' },
+  });
 }
 
 /** The file name a download is saved under: the song's name without extension, then the stem. */
@@ -56,13 +56,13 @@ function downloadName(job, track) {
 }
 
 function downloadLink(job, track, label) {
-  const a = document.createElement('a');
-  a.className = 'download';
-  a.href = api.trackUrl(job.hash, track);
-  a.download = downloadName(job, track);
-  a.textContent = 'Download';
-  a.setAttribute('aria-label', label);
-  return a;
+  return h('a', {
+    className: 'download',
+    href: api.trackUrl(job.hash, track),
+    download: downloadName(job, track),
+    textContent: 'Download',
+    attrs: { 'aria-label': label },
+  });
 }
 
 export class Mixer {
@@ -150,11 +150,9 @@ export class Mixer {
    * them; none today.
    */
   extraDownloads(job) {
-    return (job.mixes || []).map((mix) => {
-      const p = document.createElement('p');
-      p.append(`${mix} `, downloadLink(job, mix, `Download the mix ${mix} (MP3)`));
-      return p;
-    });
+    return (job.mixes || []).map((mix) =>
+      h('p', {}, `${mix} `, downloadLink(job, mix, `Download the mix ${mix} (MP3)`)),
+    );
   }
 
   /** Builds one stem's row and audio path. */
@@ -162,51 +160,52 @@ export class Mixer {
     const gain = this.ctx.createGain();
     gain.connect(this.ctx.destination);
 
-    const row = document.createElement('li');
-    row.className = 'stem';
-    row.dataset.stem = track;
-    const name = document.createElement('span');
-    name.className = 'stem-name';
-    name.textContent = track;
-    const mute = toggleButton('Mute', `Mute ${track}`);
-    mute.classList.add('mute');
-    const solo = toggleButton('Solo', `Solo ${track}`);
-    solo.classList.add('solo');
-    const buttons = document.createElement('span');
-    buttons.className = 'stem-buttons';
-    buttons.append(mute, solo);
-
-    const wave = document.createElement('div');
-    wave.className = 'wave';
-    const canvas = document.createElement('canvas');
-    canvas.setAttribute('role', 'img');
-    canvas.setAttribute('aria-label', `Waveform of ${track}; click to play from there`);
-    const head = document.createElement('div');
-    head.className = 'playhead';
-    wave.append(canvas, head);
-
-    const volume = document.createElement('label');
-    volume.className = 'volume';
-    const volumeText = document.createElement('span');
-    volumeText.textContent = 'Volume';
-    const slider = document.createElement('input');
-    Object.assign(slider, { type: 'range', min: '0', max: '1.5', step: '0.05', value: '1' });
-    slider.setAttribute('aria-label', `Volume of ${track}`);
-    volume.append(volumeText, slider);
-
-    row.append(name, buttons, wave, volume, downloadLink(job, track, `Download ${track} (MP3)`));
-
-    const stem = { track, buffer, peaks: stemPeaks, loudest, gain, row, canvas, head, muted: false, solo: false, volume: 1, source: null };
-    mute.addEventListener('click', () => {
-      stem.muted = !stem.muted;
-      mute.setAttribute('aria-pressed', String(stem.muted));
-      this.apply();
+    const mute = toggleButton('Mute', 'mute', `Mute ${track}`);
+    const solo = toggleButton('Solo', 'solo', `Solo ${track}`);
+    const canvas = h('canvas', {
+      attrs: { role: 'img', 'aria-label': `Waveform of ${track}; click to play from there` },
     });
-    solo.addEventListener('click', () => {
-      stem.solo = !stem.solo;
-      solo.setAttribute('aria-pressed', String(stem.solo));
-      this.apply();
+    const head = h('div', { className: 'playhead' });
+    const wave = h('div', { className: 'wave' }, canvas, head);
+    const slider = h('input', {
+      type: 'range',
+      min: '0',
+      max: '1.5',
+      step: '0.05',
+      value: '1',
+      attrs: { 'aria-label': `Volume of ${track}` },
     });
+    const row = h(
+      'li',
+      { className: 'stem', attrs: { 'data-stem': track } },
+      h('span', { className: 'stem-name', textContent: track }),
+      h('span', { className: 'stem-buttons' }, mute, solo),
+      wave,
+      h('label', { className: 'volume' }, h('span', { textContent: 'Volume' }), slider),
+      downloadLink(job, track, `Download ${track} (MP3)`),
+    );
+
+    const stem = {
+      track,
+      buffer,
+      peaks: stemPeaks,
+      loudest,
+      gain,
+      row,
+      canvas,
+      head,
+      muted: false,
+      solo: false,
+      volume: 1,
+      source: null,
+    };
+    for (const [button, key] of [[mute, 'muted'], [solo, 'solo']]) {
+      button.addEventListener('click', () => {
+        stem[key] = !stem[key];
+        button.setAttribute('aria-pressed', String(stem[key]));
+        this.apply();
+      });
+    }
     slider.addEventListener('input', () => {
       stem.volume = Number(slider.value);
       this.apply();

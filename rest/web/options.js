@@ -3,6 +3,7 @@
 // the list `loadOptions` returns, rendered and collected by the same code.
 
 import * as api from './api.js';
+import { h } from './dom.js';
 
 const REMEMBERED = 'stemsep.options.v1';
 
@@ -62,22 +63,14 @@ function remembered() {
 export function renderOptions(root, options) {
   const previous = remembered();
   const selects = options.map((opt) => {
-    const label = document.createElement('label');
-    label.className = 'option';
-    const text = document.createElement('span');
-    text.textContent = opt.label;
-    const select = document.createElement('select');
-    select.name = opt.field;
-    for (const c of opt.choices) {
-      const o = document.createElement('option');
-      o.value = c.value;
-      o.textContent = c.label;
-      select.append(o);
-    }
+    const select = h(
+      'select',
+      { name: opt.field },
+      ...opt.choices.map((c) => h('option', { value: c.value, textContent: c.label })),
+    );
     const wanted = previous[opt.field];
     select.value = opt.choices.some((c) => c.value === wanted) ? wanted : opt.value;
-    label.append(text, select);
-    root.append(label);
+    root.append(h('label', { className: 'option' }, h('span', { textContent: opt.label }), select));
     return select;
   });
   return () => {

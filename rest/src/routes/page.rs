@@ -35,43 +35,28 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// Every asset the page loads; `index.html` names them as `/assets/<name>`.
+/// An asset from `rest/web/<name>`.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_bytes!(concat!("../../web/", $name)),
+        }
+    };
+}
+
+/// Every asset the page loads; `index.html` names them as `/assets/<name>`, and the scripts (ES
+/// modules) import one another by relative path.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../web/style.css"),
-    },
-    Asset {
-        name: "icon.svg",
-        content_type: "image/svg+xml",
-        body: include_bytes!("../../web/icon.svg"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: JS,
-        body: include_bytes!("../../web/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        body: include_bytes!("../../web/api.js"),
-    },
-    Asset {
-        name: "jobs.js",
-        content_type: JS,
-        body: include_bytes!("../../web/jobs.js"),
-    },
-    Asset {
-        name: "mixer.js",
-        content_type: JS,
-        body: include_bytes!("../../web/mixer.js"),
-    },
-    Asset {
-        name: "options.js",
-        content_type: JS,
-        body: include_bytes!("../../web/options.js"),
-    },
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("icon.svg", "image/svg+xml"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("jobs.js", JS),
+    asset!("mixer.js", JS),
+    asset!("options.js", JS),
 ];
 
 /// What the page learns from the server without an extra request: the JSON in

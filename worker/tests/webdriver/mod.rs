@@ -216,6 +216,20 @@ impl Browser {
         .await;
     }
 
+    /// Presses and releases `key` (a character; `" "` is Space) wherever the focus is.
+    pub async fn press(&self, key: &str) {
+        let keys = json!([
+            { "type": "keyDown", "value": key },
+            { "type": "keyUp", "value": key },
+        ]);
+        self.command(
+            reqwest::Method::POST,
+            "/actions",
+            json!({ "actions": [{ "type": "key", "id": "keyboard", "actions": keys }] }),
+        )
+        .await;
+    }
+
     /// Resizes the window, CSS pixels (headless: the viewport).
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.command(
