@@ -4,7 +4,7 @@
 //! elsewhere, and a strict Content-Security-Policy holds the page to its own origin. The HTML is
 //! rendered once at start-up with the facts the page needs from the server's configuration (the
 //! served models, the body limit and its 413 message), so `GET /` touches neither Redis nor
-//! storage and costs one copy of a few kilobytes.
+//! storage: it hands out a shared handle on a few kilobytes rendered in advance.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse, HttpResponseBuilder};
