@@ -27,14 +27,14 @@ build:
 	cargo build --workspace --bins
 
 ## test: install what the tests need, then lint and run every test.
-test: system-deps py-deps corpus-excerpt lint unit deploy-check
+test: system-deps browser-deps py-deps corpus-excerpt lint unit deploy-check
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # The worker's end-to-end tests start the stemsep-rest binary: build every binary first.
-unit: corpus-excerpt
+unit: corpus-excerpt browser-deps
 	cargo build --workspace --bins
 	cargo test --workspace --no-fail-fast
 
@@ -96,6 +96,11 @@ bench-profile: $(CHECK_DIR)/htdemucs/manifest.json
 
 system-deps:
 	@deploy/local/system-deps.sh
+
+## browser-deps: Chromium and chromedriver for the web page's test (worker/tests/web_page.rs).
+.PHONY: browser-deps
+browser-deps:
+	@deploy/local/system-deps.sh browser
 
 ## eval: SDR of MODEL on every held-out corpus song, next to the random-weight tiny model and the
 ## mixture used as every estimate. Renders the held-out songs on first use (fluidsynth, ~10 s).

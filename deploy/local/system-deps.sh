@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the service and its tests run against, if missing.
 # With the argument `corpus`: also what model/corpus.py renders with (make test's held-out excerpt,
-# make eval); with `corpus-train`: that and the training-only songs' packages too (make corpus).
+# make eval); with `corpus-train`: that and the training-only songs' packages too (make corpus);
+# with `browser`: Chromium and its WebDriver, for the web page's browser test (make test).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -17,6 +18,10 @@ fi
 if [ "${1:-}" = corpus-train ]; then
   [ -e /usr/share/games/doom/freedoom1.wad ] || need+=(freedoom)
   [ -d /usr/share/planetblupi/music ] || need+=(planetblupi-music-midi)
+fi
+if [ "${1:-}" = browser ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
 fi
 if ((${#need[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

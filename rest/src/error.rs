@@ -41,6 +41,15 @@ pub struct ErrorBody {
 }
 
 impl ApiError {
+    /// The 413 for a body over `max_body` bytes; the web page shows this same text when it
+    /// refuses a file before sending it.
+    pub fn body_too_large(max_body: usize) -> Self {
+        ApiError::PayloadTooLarge(format!(
+            "request body too large: the limit is {} MiB (base64 makes an MP3 a third larger)",
+            max_body / (1024 * 1024)
+        ))
+    }
+
     /// A queue-side failure: Redis errors are 503, anything else is internal.
     pub fn queue(e: stemsep_common::Error) -> Self {
         match e {

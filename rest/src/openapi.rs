@@ -9,6 +9,7 @@ use crate::routes::jobs::{
     self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse,
 };
 use crate::routes::models::{self, ModelEntry, ModelsResponse};
+use crate::routes::page;
 use crate::routes::stems::{self, RemoveResponse};
 
 /// The API description.
@@ -25,7 +26,8 @@ use crate::routes::stems::{self, RemoveResponse};
         models::models,
         stems::track,
         stems::remove,
-        health::index,
+        page::index,
+        page::asset,
         health::healthz,
         health::metrics,
         openapi_json,

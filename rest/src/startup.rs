@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::openapi::openapi_json;
+use crate::routes::page::{self, Page};
 use crate::routes::{health, jobs, models, stems};
 use crate::state::AppState;
 
@@ -33,17 +34,27 @@ impl Application {
             .storage()
             .await
             .map_err(std::io::Error::other)?;
+        let models: Vec<String> = settings
+            .models
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect();
+        // The page's own list, for when GET /apiv1/models cannot answer: the configured names, or
+        // the default model the lab clients use.
+        let fallback = if models.is_empty() {
+            vec![stemsep_common::job::DEFAULT_MODEL.to_owned()]
+        } else {
+            models.clone()
+        };
+        let page = Page::render(&fallback, settings.max_body_bytes());
         let state = AppState {
             queue,
             storage,
-            models: settings
-                .models
-                .iter()
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty())
-                .collect(),
+            models,
             max_seconds: settings.max_seconds,
             metrics: Metrics::new(),
+            page,
         };
         let listener = TcpListener::bind(&settings.bind)?;
         let port = listener.local_addr()?.port();
@@ -94,7 +105,8 @@ fn serve(
             .app_data(json)
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(from_fn(observe))
-            .route("/", web::get().to(health::index))
+            .route("/", web::get().to(page::index))
+            .route("/assets/{name}", web::get().to(page::asset))
             .route("/healthz", web::get().to(health::healthz))
             .route("/metrics", web::get().to(health::metrics))
             .service(
@@ -122,10 +134,7 @@ fn serve(
 fn json_error(err: JsonPayloadError, max_body: usize) -> ApiError {
     match err {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::PayloadTooLarge(format!(
-                "request body too large: the limit is {} MiB (base64 makes an MP3 a third larger)",
-                max_body / (1024 * 1024)
-            ))
+            ApiError::body_too_large(max_body)
         }
         JsonPayloadError::ContentType => ApiError::BadRequest("the body must be JSON".into()),
         other => ApiError::BadRequest(format!("invalid JSON body: {other}")),

@@ -6,6 +6,7 @@ use stemsep_common::queue::Queue;
 use stemsep_common::storage::Storage;
 
 use crate::metrics::Metrics;
+use crate::routes::page::Page;
 
 /// Shared handles; cloning is cheap.
 #[derive(Clone)]
@@ -20,4 +21,6 @@ pub struct AppState {
     pub max_seconds: u64,
     /// The API's Prometheus instruments.
     pub metrics: Metrics,
+    /// The web page, rendered at start-up.
+    pub page: Page,
 }

@@ -2,29 +2,17 @@
 //! committed tiny model standing in for `htdemucs`. Requests have the lab client's shape.
 //!
 //! `stemsep-rest` must be built (`cargo build --workspace --bins`; `cargo test --workspace`
-//! builds it too): it is looked up next to `stemsep-worker` in the target directory.
+//! builds it too): it is looked up next to `stemsep-worker` in the target directory
+//! (`e2e_support::rest_binary`).
 
 mod e2e_support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use e2e_support::{mp3_seconds, Env, Listener, LISTENER_IP, PATIENCE, SERIAL};
 use serde_json::{json, Value};
-use stemsep_testkit::{free_port, tone_mp3};
-
-/// The rest binary built alongside this crate's binaries.
-fn rest_binary() -> PathBuf {
-    let worker = PathBuf::from(env!("CARGO_BIN_EXE_stemsep-worker"));
-    let rest = worker.with_file_name("stemsep-rest");
-    assert!(
-        rest.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
-        rest.display()
-    );
-    rest
-}
+use stemsep_testkit::tone_mp3;
 
 /// Redis, the rest API and two workers.
 struct Stack {
@@ -46,16 +34,7 @@ impl Stack {
         for (name, path) in models {
             env.install_model(name, path);
         }
-        let port = free_port();
-        let mut vars = env.common_env();
-        vars.push(("STEMSEP_BIND".into(), format!("127.0.0.1:{port}")));
-        vars.extend(
-            rest_extra
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        env.spawn("rest", &rest_binary(), vars, port);
-        let public = format!("http://127.0.0.1:{port}");
+        let public = env.spawn_rest(rest_extra).await;
         let mut extra = vec![("STEMSEP_PUBLIC_URL", public.as_str())];
         extra.extend_from_slice(worker_extra);
         env.spawn_worker("w-a", &extra);
@@ -67,20 +46,6 @@ impl Stack {
             .pool_max_idle_per_host(0)
             .build()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http
-            .get(&public)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "rest never answered\n{}",
-                env.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Stack {
             env,
             api: public,

@@ -1,4 +1,5 @@
-//! Liveness and readiness: `GET /` (the load balancer's check), `GET /healthz`, `GET /metrics`.
+//! Readiness and metrics: `GET /healthz`, `GET /metrics`. (`GET /`, the load balancer's
+//! liveness check, is the web page: `routes::page`.)
 
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -15,14 +16,6 @@ pub struct HealthResponse {
     /// Present when something failed: a summary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// Always 200 while the process serves HTTP (the GKE load balancer probes it).
-#[utoipa::path(get, path = "/", responses((status = 200, description = "The server is up", content_type = "text/plain")))]
-pub async fn index() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("stemsep music separation server\n")
 }
 
 /// 200 when Redis answers PING and storage answers its check; else 503 naming what failed.

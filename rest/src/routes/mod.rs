@@ -3,6 +3,7 @@
 pub mod health;
 pub mod jobs;
 pub mod models;
+pub mod page;
 pub mod stems;
 
 use stemsep_common::job::{SongHash, Track};

@@ -5,6 +5,7 @@ mod helpers;
 mod jobs;
 mod logging;
 mod models;
+mod page;
 mod resilience;
 mod stems;
 mod system;

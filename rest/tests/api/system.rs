@@ -1,4 +1,4 @@
-//! GET /, /healthz, /metrics, /apiv1/openapi.json.
+//! GET /healthz, /metrics, /apiv1/openapi.json (and / as a health check; the page: `page.rs`).
 
 use serde_json::Value;
 
@@ -69,6 +69,7 @@ async fn openapi_documents_every_route() {
         ("/apiv1/remove/{hash}/{track}", "delete"),
         ("/apiv1/remove/{hash}/{track}", "get"),
         ("/", "get"),
+        ("/assets/{name}", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
         ("/apiv1/openapi.json", "get"),

@@ -196,6 +196,30 @@ impl Env {
         }
     }
 
+    /// Starts `stemsep-rest` on a free port with extra `STEMSEP_*` settings and waits until
+    /// `GET /` answers; returns its base URL.
+    pub async fn spawn_rest(&mut self, extra: &[(&str, &str)]) -> String {
+        let port = free_port();
+        let mut vars = self.common_env();
+        vars.push(("STEMSEP_BIND".into(), format!("127.0.0.1:{port}")));
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.spawn("rest", &rest_binary(), vars, port);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::get(&base)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "rest never answered\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        base
+    }
+
     /// Starts a `stemsep-worker` named `id` with extra `STEMSEP_*` settings; returns its index.
     pub fn spawn_worker(&mut self, id: &str, extra: &[(&str, &str)]) -> usize {
         let port = free_port();
@@ -343,6 +367,18 @@ impl Env {
     pub async fn depths(&self) -> (u64, u64, u64) {
         self.queue.depths().await.unwrap()
     }
+}
+
+/// The rest binary built alongside this crate's binaries (`cargo build --workspace --bins`).
+pub fn rest_binary() -> PathBuf {
+    let worker = PathBuf::from(env!("CARGO_BIN_EXE_stemsep-worker"));
+    let rest = worker.with_file_name("stemsep-rest");
+    assert!(
+        rest.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        rest.display()
+    );
+    rest
 }
 
 /// Decodes a whole MP3 as the worker does; returns its length in seconds (frames / rate).
