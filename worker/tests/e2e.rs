@@ -7,6 +7,7 @@
 
 mod e2e_support;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
