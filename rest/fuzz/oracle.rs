@@ -25,7 +25,10 @@ pub fn check(body: &[u8]) {
     match Submission::check(req, &models, MAX_SECONDS) {
         Ok(s) => {
             assert!(models.contains(&s.model), "{s:?}");
-            assert!(s.info.seconds > 0.0 && s.info.seconds <= MAX_SECONDS as f64, "{s:?}");
+            assert!(
+                s.info.seconds > 0.0 && s.info.seconds <= MAX_SECONDS as f64,
+                "{s:?}"
+            );
             assert_eq!(s.hash().as_str().len(), 56);
             if let Some(cb) = &s.callback {
                 assert!(
@@ -37,7 +40,10 @@ pub fn check(body: &[u8]) {
         Err(e) => {
             assert!(e.status_code().is_client_error(), "not a 4xx: {e:?}");
             let message = e.to_string();
-            assert!(!message.is_empty() && message.len() <= MAX_MESSAGE, "{message:?}");
+            assert!(
+                !message.is_empty() && message.len() <= MAX_MESSAGE,
+                "{message:?}"
+            );
         }
     }
 }

@@ -28,7 +28,11 @@ pub fn check(data: &[u8]) {
             let (left, right) = (&audio.channels[0], &audio.channels[1]);
             assert_eq!(left.len(), right.len());
             assert!(!left.is_empty());
-            assert_eq!(audio.seconds(), info.seconds, "probe and decode count alike");
+            assert_eq!(
+                audio.seconds(),
+                info.seconds,
+                "probe and decode count alike"
+            );
             assert!(info.seconds <= LIMIT.as_secs_f64(), "{info:?}");
             // Non-finite samples would turn the whole song to NaN in the engine's normalisation
             // and reach LAME, whose quantiser indexes tables with them.

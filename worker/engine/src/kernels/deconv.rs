@@ -89,13 +89,17 @@ impl DeconvGemm {
         let spec = &self.deconv.pool_spec;
         let adjustments = &self.deconv.adjustments;
         Geometry::new(spec, x, Some(adjustments), |hw| {
-            spec.padding.compute_for_deconv(
+            let padding = spec.padding.compute_for_deconv(
                 hw,
                 &spec.kernel_shape,
                 &spec.dilations(),
                 &spec.strides(),
                 adjustments,
-            )
+            )?;
+            Ok(padding
+                .iter()
+                .map(|p| (p.deconvoluted, p.pad_before))
+                .collect())
         })
     }
 }
@@ -123,6 +127,12 @@ fn scatter(g: &Geometry, product: &[f32], q0: usize, cols: usize, mine: &mut [f3
                 // Output column of input column ix + u is first + u·sw.
                 let first = (ix * sw + j * dw) as isize - pw as isize;
                 let (lo, hi) = in_range(first, sw, run, ow);
+                if lo == hi {
+                    // No tap of the run lands inside the row: `start` would lie outside it.
+                    q += run;
+                    t += run;
+                    continue;
+                }
                 let start = (first + (lo * sw) as isize) as usize;
                 let src = &row[t + lo..t + hi];
                 if sw == 1 {
@@ -158,7 +168,11 @@ impl EvalOp for DeconvGemm {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 3, "DeconvGemm takes data, weights and bias");
-        ensure!(takes(&self.deconv), "DeconvGemm cannot compute {:?}", self.deconv);
+        ensure!(
+            takes(&self.deconv),
+            "DeconvGemm cannot compute {:?}",
+            self.deconv
+        );
         let (x, weights, bias) = (&inputs[0], &inputs[1], &inputs[2]);
         let spec = &self.deconv.pool_spec;
         let g = self.geometry(x.shape())?;

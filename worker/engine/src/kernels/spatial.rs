@@ -7,7 +7,7 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{ComputedPaddedDim, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// The sizes of one (transposed) convolution, spatial rank 1 seen as height 1. `input` and
@@ -29,17 +29,20 @@ pub struct Geometry {
 
 impl Geometry {
     /// The geometry of `spec` on channels-first data of shape `x`, given `padding`, which
-    /// computes each spatial axis' padding and sizes (tract's own computation, called only once
-    /// the sizes are known not to make it underflow). `deconv_adjustments` are the transposed
+    /// computes each spatial axis' output size and padding before (tract's own computation,
+    /// called only once the sizes are known not to make it underflow). `deconv_adjustments` are the transposed
     /// convolution's output adjustments (`None` for a convolution).
     pub fn new(
         spec: &PoolSpec,
         x: &[usize],
         deconv_adjustments: Option<&[usize]>,
-        padding: impl FnOnce(&[usize]) -> TractResult<TVec<ComputedPaddedDim<usize>>>,
+        padding: impl FnOnce(&[usize]) -> TractResult<TVec<(usize, usize)>>,
     ) -> TractResult<Geometry> {
         let rank = spec.rank();
-        ensure!(rank == 1 || rank == 2, "1 or 2 spatial axes only, not {rank}");
+        ensure!(
+            rank == 1 || rank == 2,
+            "1 or 2 spatial axes only, not {rank}"
+        );
         ensure!(
             matches!(spec.data_format, DataFormat::NCHW | DataFormat::CHW),
             "channels-first data only, not {:?}",
@@ -103,16 +106,6 @@ impl Geometry {
         }
         let padded = padding(hw)?;
         ensure!(padded.len() == rank);
-        let output: TVec<usize> = padded
-            .iter()
-            .map(|p| {
-                if deconv_adjustments.is_some() {
-                    p.deconvoluted
-                } else {
-                    p.convoluted
-                }
-            })
-            .collect();
         // Rank 1 is height 1: one row, one tap along it, stride and dilation 1, no padding.
         let two = |f: &dyn Fn(usize) -> usize, height: usize| {
             if rank == 1 {
@@ -126,11 +119,11 @@ impl Geometry {
             c_in: *shape.c(),
             c_out: spec.output_channels,
             input: two(&|a| hw[a], 1),
-            output: two(&|a| output[a], 1),
+            output: two(&|a| padded[a].0, 1),
             kernel: two(&|a| spec.kernel_shape[a], 1),
             stride: two(&|a| strides[a], 1),
             dilation: two(&|a| dilations[a], 1),
-            pad_before: two(&|a| padded[a].pad_before, 0),
+            pad_before: two(&|a| padded[a].1, 0),
         };
         ensure!(
             g.c_in == spec.input_channels,
@@ -184,7 +177,7 @@ impl Geometry {
         let out_hw: TVec<usize> = if spec.rank() == 1 {
             tvec![self.output[1]]
         } else {
-            self.output.into()
+            self.output[..].into()
         };
         let want_y = spec
             .data_format
@@ -194,10 +187,7 @@ impl Geometry {
             y == &*want_y,
             "output of shape {y:?}, the geometry gives {want_y:?}"
         );
-        ensure!(
-            elements(y).is_some(),
-            "output of shape {y:?} is too large"
-        );
+        ensure!(elements(y).is_some(), "output of shape {y:?} is too large");
         Ok(())
     }
 }

@@ -5,7 +5,6 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -174,7 +173,14 @@ pub fn absolute(inputs: &TVec<TValue>) -> TVec<TValue> {
 pub fn spatial_case() -> impl Strategy<Value = SpatialCase> {
     (1..=2usize)
         .prop_flat_map(|rank| {
-            let axis = (1..=12usize, 1..=5usize, 1..=3usize, 1..=3usize, 0..=3usize, 0..=3usize);
+            let axis = (
+                1..=12usize,
+                1..=5usize,
+                1..=3usize,
+                1..=3usize,
+                0..=3usize,
+                0..=3usize,
+            );
             let padding = prop_oneof![
                 3 => Just(Padding::Explicit),
                 1 => Just(Padding::Valid),
@@ -194,9 +200,10 @@ pub fn spatial_case() -> impl Strategy<Value = SpatialCase> {
         })
         .prop_map(
             |(batch, c_in, c_out, axes, padding, scalar_bias, threads, seed)| {
-                let pick = |f: &dyn Fn(&((usize, usize, usize, usize, usize, usize), usize)) -> usize| {
-                    axes.iter().map(f).collect::<Vec<usize>>()
-                };
+                let pick =
+                    |f: &dyn Fn(&((usize, usize, usize, usize, usize, usize), usize)) -> usize| {
+                        axes.iter().map(f).collect::<Vec<usize>>()
+                    };
                 SpatialCase {
                     batch,
                     c_in,
@@ -261,8 +268,11 @@ pub fn any_case() -> impl Strategy<Value = AnyCase> {
         Just(PaddingSpec::SameUpper),
         Just(PaddingSpec::SameLower),
         (list(6), list(6)).prop_map(|(b, a)| PaddingSpec::Explicit(b.into(), a.into())),
-        (list(6), list(6), any::<bool>())
-            .prop_map(|(b, a, c)| PaddingSpec::ExplicitOnnxPool(b.into(), a.into(), c)),
+        (list(6), list(6), any::<bool>()).prop_map(|(b, a, c)| PaddingSpec::ExplicitOnnxPool(
+            b.into(),
+            a.into(),
+            c
+        )),
     ];
     let spec = (
         format,
@@ -273,15 +283,17 @@ pub fn any_case() -> impl Strategy<Value = AnyCase> {
         0..=3usize,
         0..=3usize,
     )
-        .prop_map(|(data_format, kernel, padding, dilations, strides, c_in, c_out)| PoolSpec {
-            data_format,
-            kernel_shape: kernel.into(),
-            padding,
-            dilations: dilations.map(Into::into),
-            strides: strides.map(Into::into),
-            input_channels: c_in,
-            output_channels: c_out,
-        });
+        .prop_map(
+            |(data_format, kernel, padding, dilations, strides, c_in, c_out)| PoolSpec {
+                data_format,
+                kernel_shape: kernel.into(),
+                padding,
+                dilations: dilations.map(Into::into),
+                strides: strides.map(Into::into),
+                input_channels: c_in,
+                output_channels: c_out,
+            },
+        );
     (
         spec,
         list(3),
