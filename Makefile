@@ -166,3 +166,40 @@ bench-load: system-deps
 	cargo build --release --workspace --bins
 	cargo bench -p stemsep-worker --bench load
 # --- end bench-load ---
+
+# --- fuzz (README.md, "Tests, benchmarks, deployment") ---
+## fuzz: each cargo-fuzz target for FUZZ_SECONDS on one core (AddressSanitizer), starting from its
+## committed corpus: common/audio/fuzz `decode` (bytes -> PCM or an error) and rest/fuzz
+## `separate_body` (a POST /apiv1/separate body -> a 4xx or an accepted submission). New inputs
+## go to FUZZ_WORK, faults to <crate>/fuzz/artifacts/; `make fuzz-corpus` merges what adds
+## coverage into the committed corpus, which `make test` replays on stable. Needs the nightly
+## toolchain; installs cargo-fuzz on first use. Not part of `make test`.
+FUZZ_SECONDS ?= 300
+FUZZ_WORK ?= $(HOME)/.cache/stemsep/fuzz
+FUZZ_TARGETS := common/audio/fuzz:decode rest/fuzz:separate_body
+# A single allocation of up to 4 GiB is let through: symphonia 0.5's metadata readers reserve a
+# 32-bit length a file declares before reading it (fuzz/regressions/decode/flac-vorbis-comment-*);
+# the block is never touched, the read fails and the file is refused, so memory really used
+# stays under rss_limit_mb, which is what fails a run.
+FUZZ_FLAGS := -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=4200 -max_len=65536
+.PHONY: fuzz fuzz-corpus fuzz-tools
+fuzz-tools:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
+fuzz: fuzz-tools
+	for t in $(FUZZ_TARGETS); do \
+	  dir=$${t%%:*}; target=$${t##*:}; mkdir -p "$(FUZZ_WORK)/$$target"; \
+	  dict=; if [ -f "$$dir/$$target.dict" ]; then dict="-dict=$$dir/$$target.dict"; fi; \
+	  cargo +nightly fuzz run --fuzz-dir "$$dir" --target-dir "$(CARGO_TARGET_DIR)/fuzz" "$$target" \
+	    "$(FUZZ_WORK)/$$target" $$(ls -d "$$dir/corpus/$$target" "$$dir/regressions/$$target" 2>/dev/null) \
+	    -- $(FUZZ_FLAGS) $$dict -max_total_time=$(FUZZ_SECONDS); \
+	done
+
+## fuzz-corpus: merge FUZZ_WORK into the committed corpus (only inputs that add coverage).
+fuzz-corpus: fuzz-tools
+	for t in $(FUZZ_TARGETS); do \
+	  dir=$${t%%:*}; target=$${t##*:}; \
+	  cargo +nightly fuzz run --fuzz-dir "$$dir" --target-dir "$(CARGO_TARGET_DIR)/fuzz" "$$target" \
+	    "$$dir/corpus/$$target" "$(FUZZ_WORK)/$$target" -- $(FUZZ_FLAGS) -merge=1; \
+	done
+# --- end fuzz ---

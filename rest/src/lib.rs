@@ -12,3 +12,4 @@ pub mod openapi;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod submission;

@@ -36,6 +36,14 @@ const TRUNCATION_TOLERANCE: f64 = 0.02;
 /// treat it) rather than failing it.
 const TRAILING_JUNK_AFTER: usize = 8;
 
+/// Frames per input byte reserved at most before decoding: more than compressed music holds
+/// (MP3 at 8 kbit/s and 8 kHz holds 8).
+const FRAMES_PER_BYTE: u64 = 16;
+
+/// Largest magnitude a float sample may have (full scale is 1): far beyond any real recording,
+/// and far below where mixing channels down or de-normalising stems could overflow f32.
+const MAX_FLOAT_SAMPLE: f32 = 1e6;
+
 /// What [`probe`] learned about a decodable file.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AudioInfo {
@@ -135,8 +143,14 @@ fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, 
         .make(&params, &DecoderOptions::default())
         .map_err(|e| AudioError::NotAudio(describe(&e)))?;
 
+    // Reserve for the declared length, but no more than the bytes could plausibly hold: a header
+    // may declare billions of frames at an absurd sample rate, and reserving that would abort the
+    // process. A file that really is longer just grows the buffers.
     let capacity = match mode {
-        Mode::Decode => declared.unwrap_or(0).min(max_frames) as usize,
+        Mode::Decode => declared
+            .unwrap_or(0)
+            .min(max_frames)
+            .min(bytes.len() as u64 * FRAMES_PER_BYTE) as usize,
         Mode::Probe => 0,
     };
     let mut samples = Stereo {
@@ -164,6 +178,14 @@ fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, 
         decoded += 1;
         match decoder.decode(&packet) {
             Ok(buf) => {
+                // Float PCM can hold NaN, infinities and values that overflow once mixed down:
+                // they would turn the whole song to NaN in the engine's normalisation and reach
+                // LAME's quantiser, whose table indices they corrupt. Found by the `decode` fuzzer.
+                if !plausible(&buf) {
+                    return Err(AudioError::Corrupt(format!(
+                        "the samples include NaN, infinite or absurd values (beyond ±{MAX_FLOAT_SAMPLE:e}; full scale is ±1)"
+                    )));
+                }
                 good += 1;
                 channels = buf.spec().channels.count();
                 frames += buf.frames() as u64;
@@ -210,6 +232,19 @@ fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, 
         },
         samples,
     })
+}
+
+/// Whether every sample of `buf` is within ±[`MAX_FLOAT_SAMPLE`] (NaN is not; integer PCM
+/// always is).
+fn plausible(buf: &AudioBufferRef<'_>) -> bool {
+    fn planes<S: Sample>(b: &AudioBuffer<S>, ok: impl Fn(&S) -> bool) -> bool {
+        (0..b.spec().channels.count()).all(|ch| b.chan(ch).iter().all(&ok))
+    }
+    match buf {
+        AudioBufferRef::F32(b) => planes(b, |s| s.abs() <= MAX_FLOAT_SAMPLE),
+        AudioBufferRef::F64(b) => planes(b, |s| s.abs() <= MAX_FLOAT_SAMPLE as f64),
+        _ => true,
+    }
 }
 
 fn describe(e: &SymphoniaError) -> String {

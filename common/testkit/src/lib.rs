@@ -9,6 +9,7 @@
 //! * [`tone_mp3`] / [`silent_mp3`] — real MP3 bytes encoded with LAME, distinct per seed.
 //! * [`unique_prefix`] — a Redis key prefix no other test uses, so tests can share a server.
 //! * [`free_port`] — a TCP port nobody listens on right now.
+//! * [`replay_fuzz_corpus`] — every committed input of a cargo-fuzz target through its oracle.
 //!
 //! Every helper fails loudly (an `Err` with a hint how to install the missing tool) rather than
 //! skipping: a test that silently did nothing would be worse than a red one.
@@ -386,6 +387,40 @@ fn encode(
     enc.flush_to_vec::<FlushNoGap>(&mut out)
         .map_err(|e| lame_err(&e))?;
     Ok(out)
+}
+
+/// Runs `check` (a fuzz target's oracle, which panics on a fault) on every input committed for
+/// cargo-fuzz target `target` under `fuzz_dir`: its kept corpus (`corpus/<target>/`) and the
+/// inputs it found faults with (`regressions/<target>/`). Panics naming the first input that
+/// fails, or when fewer than `at_least` inputs are found (a moved or emptied corpus must not pass
+/// by replaying nothing). Returns how many inputs ran.
+pub fn replay_fuzz_corpus(
+    fuzz_dir: &Path,
+    target: &str,
+    at_least: usize,
+    check: impl Fn(&[u8]) + std::panic::RefUnwindSafe,
+) -> usize {
+    let mut files: Vec<PathBuf> = ["corpus", "regressions"]
+        .iter()
+        .map(|dir| fuzz_dir.join(dir).join(target))
+        .filter(|dir| dir.is_dir())
+        .flat_map(|dir| std::fs::read_dir(dir).expect("a readable corpus directory"))
+        .map(|entry| entry.expect("a readable corpus entry").path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= at_least,
+        "only {} inputs for fuzz target {target} under {}",
+        files.len(),
+        fuzz_dir.display()
+    );
+    for file in &files {
+        let data = std::fs::read(file).expect("a readable corpus file");
+        // The oracle panics with what went wrong; name the input it went wrong on.
+        let result = std::panic::catch_unwind(|| check(&data));
+        assert!(result.is_ok(), "{} fails the oracle", file.display());
+    }
+    files.len()
 }
 
 #[cfg(test)]

@@ -2,17 +2,15 @@
 //! `GET /apiv1/status/<hash>`.
 
 use actix_web::{web, HttpResponse};
-use base64::Engine as _;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use stemsep_common::job::{Callback, Job, JobState, SongHash, Track, DEFAULT_MODEL};
+use stemsep_common::job::{Job, JobState, SongHash, Track};
 use stemsep_common::queue::Enqueued;
 use stemsep_common::storage::ObjectKey;
 
 use crate::error::ApiError;
-use crate::routes::{parse_hash, shorten};
+use crate::routes::parse_hash;
 use crate::state::AppState;
-use stemsep_audio::AudioError;
+use crate::submission::Submission;
 
 /// The lab's submission body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -173,26 +171,18 @@ fn rejection_label(e: &ApiError) -> &'static str {
     }
 }
 
-async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Outcome), ApiError> {
-    let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-    let served = crate::routes::models::find(state, &model).await?;
-    let callback = req.callback.map(validate_callback).transpose()?;
-    let mp3 = decode_base64(&req.mp3)?;
+async fn submit(
+    state: &web::Data<AppState>,
+    req: SeparateRequest,
+) -> Result<(SongHash, Outcome), ApiError> {
+    let served = crate::routes::models::served(state).await?;
+    let names: Vec<String> = served.iter().map(|m| m.name.clone()).collect();
     let max_seconds = state.max_seconds;
-    let probe_input = mp3.clone();
-    let max_duration = std::time::Duration::from_secs(max_seconds);
-    let info = web::block(move || stemsep_audio::probe(&probe_input, max_duration))
+    let submission = web::block(move || Submission::check(req, &names, max_seconds))
         .await
-        .map_err(|e| ApiError::Internal(format!("audio check did not run: {e}")))?
-        .map_err(|e| match e {
-            AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
-                "the song is longer than {max_seconds} s (at least {secs:.0} s); send a song of at most {} min {} s",
-                max_seconds / 60,
-                max_seconds % 60
-            )),
-            other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
-        })?;
-    let hash = SongHash::compute(&mp3, &model);
+        .map_err(|e| ApiError::Internal(format!("audio check did not run: {e}")))??;
+    let hash = submission.hash();
+    let info = &submission.info;
     tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
 
     let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?;
@@ -213,11 +203,15 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
     // Input first, then the queue entry: a queued hash must always find its input.
     state
         .storage
-        .put(&ObjectKey::input(&hash), mp3)
+        .put(&ObjectKey::input(&hash), submission.audio)
         .await
         .map_err(ApiError::storage)?;
-    let mut job = Job::new(hash.clone(), model, callback);
-    job.stems = served
+    let model = served
+        .iter()
+        .find(|m| m.name == submission.model)
+        .ok_or_else(|| ApiError::Internal("a checked model is not served".into()))?;
+    let mut job = Job::new(hash.clone(), submission.model.clone(), submission.callback);
+    job.stems = model
         .stems
         .iter()
         .map(|s| s.parse())
@@ -255,36 +249,6 @@ pub(crate) async fn available_tracks(state: &AppState, job: &Job) -> Result<Vec<
         .await
         .map_err(ApiError::storage)?;
     Ok(found.into_iter().flatten().collect())
-}
-
-fn validate_callback(cb: CallbackRequest) -> Result<Callback, ApiError> {
-    // Private and loopback targets are accepted here (the lab client uses localhost); the worker
-    // refuses them when it fires the callback.
-    let url = url::Url::parse(&cb.url).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "callback.url {:?} is not a URL: {e}",
-            shorten(&cb.url)
-        ))
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::BadRequest(format!(
-            "callback.url {:?} must be an http or https URL with a host",
-            shorten(&cb.url)
-        )));
-    }
-    Ok(Callback {
-        url: url.to_string(),
-        data: cb.data,
-    })
-}
-
-fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
-    // Tolerate line breaks (Python's base64.encodebytes wraps at 76 columns).
-    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(&compact)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::BadRequest(format!("field mp3 is not valid base64: {e}")))
 }
 
 /// List the songs waiting for a worker. Any request body is ignored (the lab client sends `null`).

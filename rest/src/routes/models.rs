@@ -88,23 +88,6 @@ pub(crate) async fn served(state: &AppState) -> Result<Vec<ModelEntry>, ApiError
     Ok(served)
 }
 
-/// The model called `name` if it is served, else a 400 naming the served ones.
-pub(crate) async fn find(state: &AppState, name: &str) -> Result<ModelEntry, ApiError> {
-    let served = served(state).await?;
-    served
-        .iter()
-        .find(|m| m.name == name)
-        .cloned()
-        .ok_or_else(|| {
-            let names: Vec<&str> = served.iter().map(|m| m.name.as_str()).collect();
-            ApiError::BadRequest(format!(
-                "unknown model {:?}: this server offers {}",
-                crate::routes::shorten(name),
-                names.join(", ")
-            ))
-        })
-}
-
 /// The models this server separates with: stems, segment, and what kind of weights each has.
 #[utoipa::path(
     get,

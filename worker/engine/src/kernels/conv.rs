@@ -8,6 +8,8 @@
 //! blocks are shared out over the thread pool tract runs the plan on. A whole-tensor im2col of
 //! the widest convolution would be ~300 MB; a block is at most a few MB per thread.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
@@ -16,7 +18,8 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
-use super::spatial::{in_range, per_channel, Geometry, SharedOut};
+use super::output::Output;
+use super::spatial::{in_range, per_channel, Geometry};
 
 /// Convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -43,13 +46,7 @@ fn conv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<ConvGemm>>
         return Ok(None);
     };
     let inputs = model.node_input_facts(id)?;
-    if conv.q_params.is_some()
-        || conv.group != 1
-        || conv.kernel_fmt != KernelFormat::OIHW
-        || !matches!(
-            conv.pool_spec.data_format,
-            DataFormat::NCHW | DataFormat::CHW
-        )
+    if !takes(conv)
         || inputs.len() != 3
         || inputs.iter().any(|f| f.datum_type != f32::datum_type())
         || inputs[1].konst.is_none()
@@ -67,6 +64,17 @@ fn conv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<ConvGemm>>
     })
 }
 
+/// Whether [`ConvGemm`] computes `conv`: f32, one group, OIHW weights, channels first.
+fn takes(conv: &Conv) -> bool {
+    conv.q_params.is_none()
+        && conv.group == 1
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && matches!(
+            conv.pool_spec.data_format,
+            DataFormat::NCHW | DataFormat::CHW
+        )
+}
+
 /// A tract [`Conv`] computed as blocked im2col + `gemm`. Inputs: data, OIHW weights, bias
 /// (scalar or one per output channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,8 +86,13 @@ pub struct ConvGemm {
 impl ConvGemm {
     fn geometry(&self, x: &[usize]) -> TractResult<Geometry> {
         let spec = &self.conv.pool_spec;
-        let padding = spec.computed_padding(spec.data_format.shape(x)?.hw_dims());
-        Geometry::new(spec, x, |a| (padding[a].convoluted, padding[a].pad_before))
+        Geometry::new(spec, x, None, |hw| {
+            let padding = spec.computed_padding(hw);
+            Ok(padding
+                .iter()
+                .map(|p| (p.convoluted, p.pad_before))
+                .collect())
+        })
     }
 }
 
@@ -112,6 +125,13 @@ fn unfold(g: &Geometry, x: &[f32], b: usize, p0: usize, cols: usize, col: &mut [
                         let (lo, hi) = in_range(first, sw, run, iw);
                         dst[..lo].fill(0.0);
                         dst[hi..].fill(0.0);
+                        // No tap of the run inside the row (a kernel wider than the padded
+                        // input): `start` would lie outside it.
+                        if lo == hi {
+                            p += run;
+                            q += run;
+                            continue;
+                        }
                         let start = (first + (lo * sw) as isize) as usize;
                         if sw == 1 {
                             dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
@@ -147,24 +167,26 @@ impl EvalOp for ConvGemm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3, "ConvGemm takes data, weights and bias");
+        ensure!(takes(&self.conv), "ConvGemm cannot compute {:?}", self.conv);
         let (x, weights, bias) = (&inputs[0], &inputs[1], &inputs[2]);
+        let spec = &self.conv.pool_spec;
         let g = self.geometry(x.shape())?;
-        let (k, positions) = (g.c_in * g.taps(), g.output[0] * g.output[1]);
-        ensure!(
-            weights.len() == g.c_out * k,
-            "ConvGemm: weights are not OIHW"
-        );
+        let out_shape = spec.output_shape(x.shape())?.shape;
+        g.check_operands(spec, x.shape(), weights.shape(), &out_shape)?;
         let bias = per_channel(bias, g.c_out)?;
-        let out_shape = self.conv.pool_spec.output_shape(x.shape())?.shape;
-        // Safety: every element is written: bias first, then the product added.
-        let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        let (k, positions) = (g.c_in * g.taps(), g.output[0] * g.output[1]);
         let (x_view, w_view) = (x.try_as_plain_ram()?, weights.try_as_plain_ram()?);
         let (x, w) = (x_view.as_slice::<f32>()?, w_view.as_slice::<f32>()?);
-        let out = SharedOut(
-            y.try_as_plain_ram_mut()?
-                .as_slice_mut::<f32>()?
-                .as_mut_ptr(),
-        );
+        // SAFETY: the elements are written before anything reads them: the blocks below
+        // partition y (batch entry × run of positions, all output channels of each), and each
+        // block writes its bias before gemm adds the product to it.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        if positions == 0 {
+            // A kernel wider than the padded input: no output position (y is empty).
+            return Ok(tvec!(y.into_tvalue()));
+        }
+        let out = Output::of(&mut y)?;
 
         on_plan_pool(|threads| {
             // About four blocks per thread, so the last ones even out.
@@ -179,18 +201,24 @@ impl EvalOp for ConvGemm {
                 let n = cols.min(positions - p0);
                 col.resize(k * n, 0.0);
                 unfold(&g, x, b, p0, n, col);
-                // Safety: block (b, p0..p0+n) of C is written by this call only; C holds
-                // batch × c_out × positions elements.
+                // Output channel o of this block starts at first + o·positions (y is
+                // [batch, c_out, positions], checked by `check_operands`).
+                let first = b * g.c_out * positions + p0;
+                for (o, &v) in bias.iter().enumerate() {
+                    // SAFETY: positions p0..p0 + n of entry b belong to this block alone.
+                    unsafe { out.uninit(first + o * positions, n) }.fill(MaybeUninit::new(v));
+                }
+                // SAFETY: gemm writes (and, read_dst, first reads) C[o][q] at
+                // first + o·positions + q for o < c_out, q < n: this block's elements, within
+                // the extent `at` checks, and all written just above. It reads A = w
+                // (c_out × k, rows k apart: the OIHW weights, checked) and B = col (k × n,
+                // rows n apart), both within their lengths.
                 unsafe {
-                    let dst = out.at(b * g.c_out * positions + p0);
-                    for (o, &v) in bias.iter().enumerate() {
-                        std::slice::from_raw_parts_mut(dst.add(o * positions), n).fill(v);
-                    }
                     gemm::gemm(
                         g.c_out,
                         n,
                         k,
-                        dst,
+                        out.at(first, (g.c_out - 1) * positions + n),
                         1,
                         positions as isize,
                         true,
@@ -234,7 +262,11 @@ impl TypedOp for ConvGemm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_tensors::{filled, worst_difference};
+    use crate::kernels::test_tensors::{
+        absolute, any_case, filled, on_threads, reference, spatial_case, within_summation_error,
+        worst_difference, SpatialCase,
+    };
+    use proptest::prelude::*;
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
@@ -300,5 +332,138 @@ mod tests {
         // The time branch: one spatial axis, strided, and a padded 3-tap rewrite.
         agrees(&[1, 4, 103], 6, &[8], &[4], &[1], &[2]);
         agrees(&[1, 4, 50], 8, &[3], &[1], &[1], &[1]);
+    }
+
+    fn conv_of(case: &SpatialCase) -> Conv {
+        Conv {
+            pool_spec: case.pool_spec(),
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Whatever a model holds, the kernel answers with a result or an error: it checks
+        /// every size before it indexes or writes, and never panics.
+        #[test]
+        fn nonsense_is_an_error_never_a_panic(case in any_case()) {
+            let op = ConvGemm {
+                conv: Conv {
+                    pool_spec: case.spec.clone(),
+                    kernel_fmt: KernelFormat::OIHW,
+                    group: 1,
+                    q_params: None,
+                },
+            };
+            let _ = op.eval(&EvalContext::out_of_plan(), case.inputs());
+        }
+
+        /// Any geometry, down to one position, one channel and kernels wider than the input:
+        /// tract's result within summation error, on 1 to 3 threads; an error (never a panic)
+        /// where tract has no answer.
+        #[test]
+        fn random_convolutions_match_tract(case in spatial_case()) {
+            let conv = conv_of(&case);
+            let inputs = case.inputs();
+            let op = ConvGemm { conv: conv.clone() };
+            let ours = on_threads(case.threads, || {
+                op.eval(&EvalContext::out_of_plan(), inputs.clone())
+            });
+            let want = reference(|| conv.eval(&EvalContext::out_of_plan(), inputs.clone()));
+            match (ours, want) {
+                (Ok(got), Some(Ok(want))) => {
+                    let magnitude = conv
+                        .eval(&EvalContext::out_of_plan(), absolute(&inputs))
+                        .unwrap();
+                    within_summation_error(&got[0], &want[0], &magnitude[0], case.terms())?;
+                }
+                (Err(e), Some(Ok(want))) => {
+                    prop_assert!(false, "tract gives {:?}, ConvGemm fails: {e}", want[0].shape())
+                }
+                (Ok(got), _) => prop_assert_eq!(got[0].len(), 0, "tract has no answer"),
+                (Err(_), _) => {}
+            }
+        }
+
+        /// The blocks are shared out by thread count, but each output element is one `gemm`
+        /// dot product over the same k in the same order: bit-exact on any number of threads.
+        #[test]
+        fn threads_do_not_change_a_convolution(case in spatial_case()) {
+            let op = ConvGemm { conv: conv_of(&case) };
+            let inputs = case.inputs();
+            let run = |threads| {
+                on_threads(threads, || op.eval(&EvalContext::out_of_plan(), inputs.clone()))
+            };
+            if let (Ok(one), Ok(more)) = (run(1), run(case.threads.max(2))) {
+                prop_assert_eq!(&one[0], &more[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bias_of_the_wrong_length_is_an_error() {
+        let case = SpatialCase {
+            batch: Some(1),
+            c_in: 2,
+            c_out: 3,
+            input: vec![5, 5],
+            kernel: vec![3, 3],
+            stride: vec![1, 1],
+            dilation: vec![1, 1],
+            before: vec![1, 1],
+            after: vec![1, 1],
+            adjustment: vec![0, 0],
+            padding: crate::kernels::test_tensors::Padding::Explicit,
+            scalar_bias: false,
+            threads: 1,
+            seed: 7,
+        };
+        let op = ConvGemm {
+            conv: conv_of(&case),
+        };
+        for len in [2, 4] {
+            let mut inputs = case.inputs();
+            inputs[2] = filled(&[len], 1).into_tvalue();
+            let e = op.eval(&EvalContext::out_of_plan(), inputs).unwrap_err();
+            assert!(e.to_string().contains("bias of"), "{e}");
+        }
+    }
+
+    /// How many of the convolutions of a model holding one large convolution of `group` groups
+    /// `use_conv_gemm` replaces.
+    fn replaced(group: usize) -> usize {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 8, 64, 64])).unwrap();
+        let w = model
+            .add_const("w", filled(&[16, 8 / group, 3, 3], 1))
+            .unwrap();
+        let b = model.add_const("b", filled(&[16], 2)).unwrap();
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![3, 3],
+                padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                dilations: None,
+                strides: None,
+                input_channels: 8,
+                output_channels: 16,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group,
+            q_params: None,
+        };
+        let y = model.wire_node("conv", conv, &[x, w, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        use_conv_gemm(&mut model).unwrap()
+    }
+
+    #[test]
+    fn grouped_convolutions_stay_with_tract() {
+        assert_eq!(replaced(1), 1);
+        assert_eq!(replaced(2), 0);
+        assert_eq!(replaced(8), 0);
     }
 }

@@ -7,6 +7,8 @@
 //! block's taps into its own channels right away, so nothing large is materialised and no two
 //! threads write the same output.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 use tract_onnx::prelude::*;
@@ -15,7 +17,8 @@ use tract_onnx::tract_core::ops::cnn::{deconv, Deconv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
-use super::spatial::{in_range, per_channel, Geometry, SharedOut};
+use super::output::Output;
+use super::spatial::{in_range, per_channel, Geometry};
 
 /// Transposed convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -42,12 +45,7 @@ fn deconv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<DeconvGe
         return Ok(None);
     };
     let inputs = model.node_input_facts(id)?;
-    if deconv.group != 1
-        || deconv.kernel_format != KernelFormat::OIHW
-        || !matches!(
-            deconv.pool_spec.data_format,
-            DataFormat::NCHW | DataFormat::CHW
-        )
+    if !takes(deconv)
         || inputs.len() != 3
         || inputs.iter().any(|f| f.datum_type != f32::datum_type())
         || inputs[1].konst.is_none()
@@ -67,6 +65,16 @@ fn deconv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<DeconvGe
     })
 }
 
+/// Whether [`DeconvGemm`] computes `deconv`: one group, OIHW weights, channels first.
+fn takes(deconv: &Deconv) -> bool {
+    deconv.group == 1
+        && deconv.kernel_format == KernelFormat::OIHW
+        && matches!(
+            deconv.pool_spec.data_format,
+            DataFormat::NCHW | DataFormat::CHW
+        )
+}
+
 /// A tract [`Deconv`] computed as blocked `gemm` products added into the output. Inputs: data,
 /// OIHW weights (`[C_out, C_in, kh, kw]`), bias (scalar or one per output channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,30 +87,27 @@ impl DeconvGemm {
     /// The geometry, `input` and `output` being the data's sizes (the transposed convolution's).
     fn geometry(&self, x: &[usize]) -> TractResult<Geometry> {
         let spec = &self.deconv.pool_spec;
-        let padding = spec.padding.compute_for_deconv(
-            spec.data_format.shape(x)?.hw_dims(),
-            &spec.kernel_shape,
-            &spec.dilations(),
-            &spec.strides(),
-            &self.deconv.adjustments,
-        )?;
-        Geometry::new(spec, x, |a| {
-            (padding[a].deconvoluted, padding[a].pad_before)
+        let adjustments = &self.deconv.adjustments;
+        Geometry::new(spec, x, Some(adjustments), |hw| {
+            let padding = spec.padding.compute_for_deconv(
+                hw,
+                &spec.kernel_shape,
+                &spec.dilations(),
+                &spec.strides(),
+                adjustments,
+            )?;
+            Ok(padding
+                .iter()
+                .map(|p| (p.deconvoluted, p.pad_before))
+                .collect())
         })
     }
 }
 
-/// Adds a block's product into output channels `o0..`: `product` row `(o, i, j)` holds tap
-/// `(i, j)` of channel `o0 + o` for input positions `q0..q0 + cols` of batch entry `b`.
-fn scatter(
-    g: &Geometry,
-    product: &[f32],
-    b: usize,
-    o0: usize,
-    q0: usize,
-    cols: usize,
-    y: &SharedOut,
-) {
+/// Adds a block's product into `mine`, the output channels `o0..` of batch entry `b` that the
+/// caller owns: `product` row `(o, i, j)` holds tap `(i, j)` of channel `o0 + o` for input
+/// positions `q0..q0 + cols`.
+fn scatter(g: &Geometry, product: &[f32], q0: usize, cols: usize, mine: &mut [f32]) {
     let [oh, ow] = g.output;
     let iw = g.input[1];
     let [kh, kw] = g.kernel;
@@ -110,10 +115,8 @@ fn scatter(
     let [dh, dw] = g.dilation;
     let [ph, pw] = g.pad_before;
     for (r, row) in product.chunks_exact(cols).enumerate() {
-        let (o, i, j) = (o0 + r / (kh * kw), (r / kw) % kh, r % kw);
-        // Safety: channel o of entry b belongs to this caller alone.
-        let plane =
-            unsafe { std::slice::from_raw_parts_mut(y.at((b * g.c_out + o) * oh * ow), oh * ow) };
+        let (o, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+        let plane = &mut mine[o * oh * ow..][..oh * ow];
         let (mut q, mut t) = (q0, 0);
         while t < cols {
             let (iy, ix) = (q / iw, q % iw);
@@ -124,6 +127,12 @@ fn scatter(
                 // Output column of input column ix + u is first + u·sw.
                 let first = (ix * sw + j * dw) as isize - pw as isize;
                 let (lo, hi) = in_range(first, sw, run, ow);
+                if lo == hi {
+                    // No tap of the run lands inside the row: `start` would lie outside it.
+                    q += run;
+                    t += run;
+                    continue;
+                }
                 let start = (first + (lo * sw) as isize) as usize;
                 let src = &row[t + lo..t + hi];
                 if sw == 1 {
@@ -158,17 +167,20 @@ impl EvalOp for DeconvGemm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 3, "DeconvGemm takes data, weights and bias");
+        ensure!(
+            takes(&self.deconv),
+            "DeconvGemm cannot compute {:?}",
+            self.deconv
+        );
         let (x, weights, bias) = (&inputs[0], &inputs[1], &inputs[2]);
+        let spec = &self.deconv.pool_spec;
         let g = self.geometry(x.shape())?;
-        let out_shape =
-            deconv::output_shape(&self.deconv.pool_spec, x.shape(), &self.deconv.adjustments)?;
+        let out_shape = deconv::output_shape(spec, x.shape(), &self.deconv.adjustments)?;
+        g.check_operands(spec, x.shape(), weights.shape(), &out_shape)?;
+        let bias = per_channel(bias, g.c_out)?;
         let (taps, c_in, c_out) = (g.taps(), g.c_in, g.c_out);
         let positions = g.input[0] * g.input[1];
-        ensure!(
-            weights.len() == c_out * c_in * taps,
-            "DeconvGemm: weights are not OIHW"
-        );
-        let bias = per_channel(bias, c_out)?;
         let (x_view, w_view) = (x.try_as_plain_ram()?, weights.try_as_plain_ram()?);
         let (x, w) = (x_view.as_slice::<f32>()?, w_view.as_slice::<f32>()?);
         // Rows (o, tap), columns c: one product yields every tap of a block of channels.
@@ -180,14 +192,15 @@ impl EvalOp for DeconvGemm {
                 }
             }
         }
-        // Safety: every element is written: bias first, then the taps added.
+        // SAFETY: the elements are written before anything reads them: the tasks below
+        // partition y (batch entry × run of output channels, whole planes), and each task
+        // writes its planes' bias before it adds any tap.
         let mut y = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let out_plane = g.output[0] * g.output[1];
-        let out = SharedOut(
-            y.try_as_plain_ram_mut()?
-                .as_slice_mut::<f32>()?
-                .as_mut_ptr(),
-        );
+        if out_plane == 0 {
+            return Ok(tvec!(y.into_tvalue()));
+        }
+        let out = Output::of(&mut y)?;
 
         on_plan_pool(|threads| {
             // Each task owns a run of output channels of one batch entry.
@@ -196,22 +209,25 @@ impl EvalOp for DeconvGemm {
             let task = |index: usize| {
                 let (b, o0) = (index / shares, (index % shares) * per_task);
                 let channels = per_task.min(c_out - o0);
-                let rows = channels * taps;
-                for (o, &value) in bias.iter().enumerate().skip(o0).take(channels) {
-                    // Safety: channel o of entry b belongs to this task.
-                    unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.at((b * c_out + o) * out_plane),
-                            out_plane,
-                        )
-                        .fill(value);
-                    }
+                // y is [batch, c_out, out_plane] (checked by `check_operands`).
+                let first = (b * c_out + o0) * out_plane;
+                for (o, &value) in bias[o0..o0 + channels].iter().enumerate() {
+                    // SAFETY: channels o0..o0 + channels of entry b belong to this task alone.
+                    unsafe { out.uninit(first + o * out_plane, out_plane) }
+                        .fill(MaybeUninit::new(value));
                 }
-                let cols = (BLOCK_FLOATS / rows).clamp(16, positions);
+                // SAFETY: the same elements, all written just above, still this task's alone.
+                let mine = unsafe { out.init(first, channels * out_plane) };
+                let rows = channels * taps;
+                let cols = (BLOCK_FLOATS / rows).max(16).min(positions);
                 let mut product = vec![0.0f32; rows * cols];
                 for q0 in (0..positions).step_by(cols) {
                     let n = cols.min(positions - q0);
-                    // Safety: `product` holds rows × n floats; the operands are read only.
+                    // SAFETY: gemm writes rows × n floats of `product`, rows n apart, within its
+                    // rows × cols. It reads A = w_rows from row o0·taps (rows × c_in, rows c_in
+                    // apart: up to (o0 + channels)·taps·c_in ≤ its length) and B = positions
+                    // q0..q0 + n of the c_in channels of entry b of x (rows `positions` apart:
+                    // below (b + 1)·c_in·positions ≤ its length, checked by `check_operands`).
                     unsafe {
                         gemm::gemm(
                             rows,
@@ -235,7 +251,7 @@ impl EvalOp for DeconvGemm {
                             Parallelism::None,
                         );
                     }
-                    scatter(&g, &product[..rows * n], b, o0, q0, n, &out);
+                    scatter(&g, &product[..rows * n], q0, n, mine);
                 }
             };
             let tasks = g.batch * shares;
@@ -260,7 +276,11 @@ impl TypedOp for DeconvGemm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_tensors::{filled, worst_difference};
+    use crate::kernels::test_tensors::{
+        absolute, any_case, filled, on_threads, reference, spatial_case, within_summation_error,
+        worst_difference, Padding, SpatialCase,
+    };
+    use proptest::prelude::*;
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
     use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 
@@ -318,5 +338,151 @@ mod tests {
         // The time decoders: one spatial axis.
         agrees(&[1, 4, 37], 3, &[8], &[4], &[0]);
         agrees(&[1, 4, 37], 6, &[5], &[2], &[2]);
+    }
+
+    fn deconv_of(case: &SpatialCase) -> Deconv {
+        Deconv {
+            pool_spec: case.pool_spec(),
+            kernel_format: KernelFormat::OIHW,
+            adjustments: case.adjustment.iter().copied().collect(),
+            group: 1,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Whatever a model holds, the kernel answers with a result or an error: it checks
+        /// every size before it indexes or writes, and never panics.
+        #[test]
+        fn nonsense_is_an_error_never_a_panic(case in any_case()) {
+            let op = DeconvGemm {
+                deconv: Deconv {
+                    pool_spec: case.spec.clone(),
+                    kernel_format: KernelFormat::OIHW,
+                    adjustments: case.adjustments.clone(),
+                    group: 1,
+                },
+            };
+            let _ = op.eval(&EvalContext::out_of_plan(), case.inputs());
+        }
+
+        /// Any geometry, down to one input position (fewer than a block's 16 once panicked
+        /// here), one channel and kernels wider than the input, with output adjustments:
+        /// tract's result within summation error, on 1 to 3 threads; an error (never a panic)
+        /// where tract has no answer.
+        #[test]
+        fn random_transposed_convolutions_match_tract(case in spatial_case()) {
+            let deconv = deconv_of(&case);
+            let inputs = case.inputs();
+            let op = DeconvGemm { deconv: deconv.clone() };
+            let ours = on_threads(case.threads, || {
+                op.eval(&EvalContext::out_of_plan(), inputs.clone())
+            });
+            let want = reference(|| deconv.eval(&EvalContext::out_of_plan(), inputs.clone()));
+            match (ours, want) {
+                (Ok(got), Some(Ok(want))) => {
+                    let magnitude = deconv
+                        .eval(&EvalContext::out_of_plan(), absolute(&inputs))
+                        .unwrap();
+                    within_summation_error(&got[0], &want[0], &magnitude[0], case.terms())?;
+                }
+                (Err(e), Some(Ok(want))) => prop_assert!(
+                    false,
+                    "tract gives {:?}, DeconvGemm fails: {e}",
+                    want[0].shape()
+                ),
+                (Ok(got), _) => prop_assert_eq!(got[0].len(), 0, "tract has no answer"),
+                (Err(_), _) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_bias_of_the_wrong_length_is_an_error() {
+        let case = SpatialCase {
+            batch: None,
+            c_in: 2,
+            c_out: 3,
+            input: vec![4],
+            kernel: vec![3],
+            stride: vec![2],
+            dilation: vec![1],
+            before: vec![0],
+            after: vec![0],
+            adjustment: vec![0],
+            padding: Padding::Valid,
+            scalar_bias: false,
+            threads: 1,
+            seed: 7,
+        };
+        let op = DeconvGemm {
+            deconv: deconv_of(&case),
+        };
+        for len in [2, 4] {
+            let mut inputs = case.inputs();
+            inputs[2] = filled(&[len], 1).into_tvalue();
+            let e = op.eval(&EvalContext::out_of_plan(), inputs).unwrap_err();
+            assert!(e.to_string().contains("bias of"), "{e}");
+        }
+    }
+
+    #[test]
+    fn padding_that_crops_more_than_the_output_is_an_error() {
+        // One input position, kernel 2: the output has 2 positions, and 3 are cropped.
+        let case = SpatialCase {
+            batch: Some(1),
+            c_in: 1,
+            c_out: 1,
+            input: vec![1],
+            kernel: vec![2],
+            stride: vec![1],
+            dilation: vec![1],
+            before: vec![2],
+            after: vec![1],
+            adjustment: vec![0],
+            padding: Padding::Explicit,
+            scalar_bias: true,
+            threads: 1,
+            seed: 1,
+        };
+        let op = DeconvGemm {
+            deconv: deconv_of(&case),
+        };
+        let e = op
+            .eval(&EvalContext::out_of_plan(), case.inputs())
+            .unwrap_err();
+        assert!(e.to_string().contains("crops more"), "{e}");
+    }
+
+    #[test]
+    fn grouped_transposed_convolutions_stay_with_tract() {
+        let replaced = |group: usize| {
+            let mut model = TypedModel::default();
+            let x = model.add_source("x", f32::fact([1, 16, 32, 32])).unwrap();
+            let w = model
+                .add_const("w", filled(&[8, 16 / group, 4, 4], 1))
+                .unwrap();
+            let b = model.add_const("b", filled(&[8], 2)).unwrap();
+            let deconv = Deconv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![4, 4],
+                    padding: PaddingSpec::Valid,
+                    dilations: None,
+                    strides: Some(tvec![2, 2]),
+                    input_channels: 16,
+                    output_channels: 8,
+                },
+                kernel_format: KernelFormat::OIHW,
+                adjustments: tvec![0, 0],
+                group,
+            };
+            let y = model.wire_node("deconv", deconv, &[x, w, b]).unwrap();
+            model.select_output_outlets(&y).unwrap();
+            use_deconv_gemm(&mut model).unwrap()
+        };
+        assert_eq!(replaced(1), 1);
+        assert_eq!(replaced(2), 0);
     }
 }

@@ -8,6 +8,8 @@
 //! convolutions). Small products stay with tract. `Gemm` runs on the thread pool tract runs the
 //! plan on.
 
+use std::mem::MaybeUninit;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 use tract_linalg::multithread::Executor;
@@ -16,6 +18,8 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
+
+use super::output::Output;
 
 /// Products smaller than this (multiply-adds in all) stay with tract, whose per-call overhead is
 /// lower and which fuses them with their neighbours.
@@ -140,6 +144,14 @@ impl Dims {
     /// The layout of a plain product, or `None` for anything else (an axis summed in one operand
     /// only, repeated axes, mismatched sizes).
     fn of(axes: &AxesMapping, a: &[usize], b: &[usize]) -> Option<Dims> {
+        // The mapping indexes the shapes: they must have the ranks it expects.
+        if axes.input_count() != 2
+            || axes.output_count() != 1
+            || axes.rank(InOut::In(0)) != a.len()
+            || axes.rank(InOut::In(1)) != b.len()
+        {
+            return None;
+        }
         let (mut k, mut batch) = (None, Vec::new());
         // Axes of the output and of one operand only: one becomes m (or n), any other is looped
         // over like a batch axis.
@@ -247,27 +259,39 @@ impl EvalOp for Gemm {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(
+            inputs.len() == 2 || inputs.len() == 3,
+            "Gemm takes two operands and a bias"
+        );
         let (a, b) = (&inputs[0], &inputs[1]);
         let d = Dims::of(&self.einsum.axes, a.shape(), b.shape())
             .context("Gemm operands no longer form a plain product")?;
         let c_shape = d.c_shape();
-        let with_bias = inputs.len() == 3;
-        // Safety: every element is written by exactly one product below, after the bias if any.
+        let bias = inputs.get(2);
+        // SAFETY: every element is written before anything reads it: by the bias if there is
+        // one, then (or else) by the one product whose batch entry holds it.
         let mut c = unsafe { Tensor::uninitialized::<f32>(&c_shape)? };
-        if with_bias {
-            fill_with(&mut c, &inputs[2])?;
+        if c.len() == 0 {
+            return Ok(tvec!(c.into_tvalue()));
+        }
+        let out = Output::of(&mut c)?;
+        if let Some(bias) = bias {
+            fill_with(&out, &c_shape, bias)?;
         }
         let layout = Layout::new(&d, a.strides(), b.strides(), c.strides());
         let (a_view, b_view) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
         let data = Data(
             a_view.as_slice::<f32>()?.as_ptr(),
             b_view.as_slice::<f32>()?.as_ptr(),
-            c.try_as_plain_ram_mut()?
-                .as_slice_mut::<f32>()?
-                .as_mut_ptr(),
+            // SAFETY: the whole of C, which the products below write entry by entry.
+            unsafe { out.at(0, c.len()) },
         );
         let entries = layout.entries();
-        // Safety (all three): `layout` was built from these tensors' shapes and strides.
+        let with_bias = bias.is_some();
+        // SAFETY (all three): `layout` was built from the operands' shapes (which `Dims::of`
+        // matched against the product's axes) and strides, and C's; the entries are disjoint
+        // parts of C, each written by one call at a time; C was filled with the bias first when
+        // `with_bias` makes the products add to it.
         on_plan_pool(|threads| {
             // One entry per thread when there are enough to share out (attention heads), else
             // each product split.
@@ -289,22 +313,35 @@ impl EvalOp for Gemm {
     }
 }
 
-/// Writes `bias` (of `c`'s rank, varying along one axis at most) broadcast over all of `c`.
-fn fill_with(c: &mut Tensor, bias: &Tensor) -> TractResult<()> {
+/// Writes `bias` (of C's rank, varying along one axis at most, that axis' size or 1) broadcast
+/// over all of C, the uninitialised `out` of shape `shape`.
+fn fill_with(out: &Output, shape: &[usize], bias: &Tensor) -> TractResult<()> {
+    let dims = bias.shape();
+    let varying: TVec<usize> = (0..dims.len()).filter(|&i| dims[i] != 1).collect();
+    ensure!(
+        dims.len() == shape.len()
+            && varying.len() <= 1
+            && varying.iter().all(|&i| dims[i] == shape[i]),
+        "bias of shape {dims:?} for a product of shape {shape:?}"
+    );
     let view = bias.try_as_plain_ram()?;
     let values = view.as_slice::<f32>()?;
-    let shape = c.shape().to_vec();
-    let mut c = c.try_as_plain_ram_mut()?;
-    let c = c.as_slice_mut::<f32>()?;
-    match bias.shape().iter().position(|&s| s != 1) {
-        None => c.fill(values[0]),
-        Some(axis) if axis + 1 == shape.len() => c
-            .chunks_exact_mut(values.len())
-            .for_each(|row| row.copy_from_slice(values)),
-        Some(axis) => {
+    // SAFETY: all of C, written here before the products run; nothing else touches C meanwhile.
+    let c = unsafe { out.uninit(0, shape.iter().product()) };
+    match varying.first() {
+        None => c.fill(MaybeUninit::new(values[0])),
+        Some(&axis) if axis + 1 == shape.len() => {
+            for row in c.chunks_exact_mut(values.len()) {
+                for (d, &v) in row.iter_mut().zip(values) {
+                    *d = MaybeUninit::new(v);
+                }
+            }
+        }
+        Some(&axis) => {
+            // Runs of `inner` elements share one value, the axis' index cycling run by run.
             let inner: usize = shape[axis + 1..].iter().product();
             for (run, out) in c.chunks_exact_mut(inner).enumerate() {
-                out.fill(values[run % values.len()]);
+                out.fill(MaybeUninit::new(values[run % values.len()]));
             }
         }
     }
@@ -326,7 +363,8 @@ pub(super) fn on_plan_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
 /// Where the operands start: A, B and C.
 struct Data(*const f32, *const f32, *mut f32);
 
-// Safety: the entries written in parallel are disjoint regions of C.
+// SAFETY: the threads sharing a `Data` only read A and B (the operator's inputs, which nothing
+// writes while it runs) and write C in disjoint batch entries (see `Layout::product`).
 unsafe impl Sync for Data {}
 
 /// Sizes and strides (in elements) of the product of every batch entry.
@@ -372,10 +410,12 @@ impl Layout {
 
     /// The product of batch entry `entry` (last batch axis fastest).
     ///
-    /// # Safety
-    /// `data` points at dense tensors of the shapes and strides this layout was built from, and
-    /// nothing else reads or writes C meanwhile.
     /// With `accumulate`, the product is added to what C holds.
+    ///
+    /// # Safety
+    /// `data` points at dense tensors of the shapes and strides this layout was built from;
+    /// nothing else reads or writes this entry of C meanwhile; with `accumulate`, the entry has
+    /// been written before.
     unsafe fn product(
         &self,
         entry: usize,
@@ -391,6 +431,10 @@ impl Layout {
             ob += i * s_b;
             oc += i * s_c;
         }
+        // SAFETY: oa, ob and oc are the offsets of the entry's first element in A, B and C
+        // (index below each batch size, times that axis' stride); gemm reaches m − 1, k − 1 and
+        // n − 1 further along the m, k and n axes, all within the operands, whose sizes these
+        // are. It writes only this entry of C, which the caller holds alone.
         unsafe {
             gemm::gemm(
                 self.m,
@@ -428,7 +472,10 @@ impl TypedOp for Gemm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_tensors::{filled, worst_difference};
+    use crate::kernels::test_tensors::{
+        abs, filled, on_threads, within_summation_error, worst_difference,
+    };
+    use proptest::prelude::*;
     use tract_linalg::multithread::multithread_tract_scope;
 
     /// Gemm against tract's own EinSum on `expr` with operands of these shapes, on 1 and 2 threads.
@@ -507,5 +554,136 @@ mod tests {
         assert!(!taken("mkj,kjn->mn", &[4, 5, 6], &[5, 6, 7]));
         assert!(!taken("mkr,kn->mn", &[4, 5, 6], &[5, 7]));
         assert!(!taken("m,n->mn", &[4], &[7]));
+    }
+
+    /// The layouts of the core's products: plain, transposed, batched, broadcast, a batch axis
+    /// of one operand only, a 1x1 convolution (an output axis in neither operand) and attention.
+    const LAYOUTS: [&str; 8] = [
+        "mk,kn->mn",
+        "km,nk->nm",
+        "bmk,bkn->bmn",
+        "bmk,bkn->bnm",
+        "btk,kn->btn",
+        "hiw,oi->nohw",
+        "hqd,hkd->hkq",
+        "bhqd,bhkd->bhqk",
+    ];
+
+    /// A random product of one of [`LAYOUTS`].
+    #[derive(Debug, Clone)]
+    struct ProductCase {
+        expr: &'static str,
+        /// Size of each axis letter (a..z), 1 included.
+        sizes: Vec<usize>,
+        /// Whether A, or B, holds its batch axes at size 1 (broadcast).
+        broadcast: (bool, bool),
+        /// No bias, or one varying along this output axis (`None`: a single value).
+        bias: Option<Option<usize>>,
+        threads: usize,
+        seed: u32,
+    }
+
+    impl ProductCase {
+        /// The operands' shapes.
+        fn spec(&self) -> (Vec<usize>, Vec<usize>) {
+            let (inputs, output) = self.expr.split_once("->").unwrap();
+            let (a, b) = inputs.split_once(',').unwrap();
+            let size = |c: char| self.sizes[(c as u8 - b'a') as usize];
+            // A batch axis (in both operands and the output) may be broadcast from size 1.
+            let batch = |c: char| a.contains(c) && b.contains(c) && output.contains(c);
+            let shape = |s: &str, broadcast: bool| {
+                s.chars()
+                    .map(|c| if broadcast && batch(c) { 1 } else { size(c) })
+                    .collect::<Vec<usize>>()
+            };
+            (shape(a, self.broadcast.0), shape(b, self.broadcast.1))
+        }
+    }
+
+    fn product_case() -> impl Strategy<Value = ProductCase> {
+        (
+            prop::sample::select(LAYOUTS.to_vec()),
+            prop::collection::vec(1..=24usize, 26),
+            any::<(bool, bool)>(),
+            prop::option::of(prop::option::of(0..4usize)),
+            1..=3usize,
+            any::<u32>(),
+        )
+            .prop_map(
+                |(expr, sizes, broadcast, bias, threads, seed)| ProductCase {
+                    expr,
+                    sizes,
+                    broadcast,
+                    bias,
+                    threads,
+                    seed,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Every layout at random sizes, with and without a bias: tract's EinSum (plus the
+        /// bias) within summation error, on 1 to 3 threads.
+        #[test]
+        fn random_products_match_tract(case in product_case()) {
+            let (a_shape, b_shape) = case.spec();
+            let einsum = EinSum::new(case.expr.parse().unwrap(), f32::datum_type());
+            let (a, b) = (filled(&a_shape, case.seed), filled(&b_shape, case.seed ^ 1));
+            let d = Dims::of(&einsum.axes, &a_shape, &b_shape);
+            prop_assert!(d.is_some(), "{} not taken", case.expr);
+            let (k, c_shape) = d.map(|d| (d.k, d.c_shape())).unwrap();
+            let mut inputs = tvec!(a.clone().into_tvalue(), b.clone().into_tvalue());
+            let product = |a: &Tensor, b: &Tensor| {
+                let inputs = tvec!(a.clone().into_tvalue(), b.clone().into_tvalue());
+                let c = einsum.eval_out_of_plan(inputs).unwrap().unwrap().remove(0);
+                c.to_plain_array_view::<f32>().unwrap().to_owned()
+            };
+            let (mut want, mut magnitude) = (product(&a, &b), product(&abs(&a), &abs(&b)));
+            if let Some(axis) = case.bias {
+                let mut shape = vec![1; c_shape.len()];
+                if let Some(axis) = axis.filter(|&axis| axis < c_shape.len()) {
+                    shape[axis] = c_shape[axis];
+                }
+                let bias = filled(&shape, case.seed ^ 2);
+                want = &want + &bias.to_plain_array_view::<f32>().unwrap();
+                magnitude = &magnitude + &abs(&bias).to_plain_array_view::<f32>().unwrap();
+                inputs.push(bias.into_tvalue());
+            }
+            let op = Gemm { einsum: einsum.clone() };
+            let got = on_threads(case.threads, || {
+                op.eval(&EvalContext::out_of_plan(), inputs.clone())
+            });
+            prop_assert!(got.is_ok(), "{:?}", got.err());
+            within_summation_error(
+                &got.unwrap()[0],
+                &want.into_tensor(),
+                &magnitude.into_tensor(),
+                k + 1,
+            )?;
+        }
+    }
+
+    #[test]
+    fn a_bias_that_does_not_fit_is_an_error() {
+        let einsum = EinSum::new("mk,kn->mn".parse().unwrap(), f32::datum_type());
+        let op = Gemm { einsum };
+        // Wrong rank, a size that is neither 1 nor the axis', two varying axes.
+        for shape in [&[5][..], &[1, 4], &[2, 5]] {
+            let inputs = tvec!(
+                filled(&[2, 3], 1).into_tvalue(),
+                filled(&[3, 5], 2).into_tvalue(),
+                filled(shape, 3).into_tvalue(),
+            );
+            let e = op.eval(&EvalContext::out_of_plan(), inputs).unwrap_err();
+            assert!(e.to_string().contains("bias of shape"), "{shape:?}: {e}");
+        }
+        // Operands of the wrong rank are refused, not indexed.
+        let inputs = tvec!(
+            filled(&[2, 3, 1], 1).into_tvalue(),
+            filled(&[3, 5], 2).into_tvalue()
+        );
+        assert!(op.eval(&EvalContext::out_of_plan(), inputs).is_err());
     }
 }

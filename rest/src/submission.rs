@@ -1,0 +1,99 @@
+//! What a `POST /apiv1/separate` body must be before it reaches Redis or storage: a model the
+//! server offers, an http(s) callback, base64 of audio the worker can decode, no longer than the
+//! limit. The handler and the `separate_body` fuzz target (`rest/fuzz/`) run this same code, so
+//! what the fuzzer proves about it holds for the server.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use stemsep_audio::{AudioError, AudioInfo};
+use stemsep_common::job::{Callback, SongHash, DEFAULT_MODEL};
+
+use crate::error::ApiError;
+use crate::routes::jobs::{CallbackRequest, SeparateRequest};
+use crate::routes::shorten;
+
+/// A submission that passed every check made without Redis or storage.
+#[derive(Debug)]
+pub struct Submission {
+    /// The model to separate with (one the server offers).
+    pub model: String,
+    /// Where to report the outcome, if anywhere.
+    pub callback: Option<Callback>,
+    /// The uploaded file, decoded from base64.
+    pub audio: Bytes,
+    /// What the audio check found: length, sample rate, channels.
+    pub info: AudioInfo,
+}
+
+impl Submission {
+    /// Checks `req` in the order the client's mistakes are reported: the model is one of
+    /// `models`, the callback URL is http(s) with a host, `mp3` is base64, and its bytes are audio
+    /// the worker decodes ([`stemsep_audio::probe`]), at most `max_seconds` long. Every failure
+    /// is a 4xx [`ApiError`]. CPU-bound (the whole file is decoded): call it off the event loop.
+    pub fn check(
+        req: SeparateRequest,
+        models: &[String],
+        max_seconds: u64,
+    ) -> Result<Submission, ApiError> {
+        let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        if !models.contains(&model) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown model {:?}: this server offers {}",
+                shorten(&model),
+                models.join(", ")
+            )));
+        }
+        let callback = req.callback.map(validate_callback).transpose()?;
+        let audio = decode_base64(&req.mp3)?;
+        let max_duration = std::time::Duration::from_secs(max_seconds);
+        let info = stemsep_audio::probe(&audio, max_duration).map_err(|e| match e {
+            AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
+                "the song is longer than {max_seconds} s (at least {secs:.0} s); send a song of at most {} min {} s",
+                max_seconds / 60,
+                max_seconds % 60
+            )),
+            other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
+        })?;
+        Ok(Submission {
+            model,
+            callback,
+            audio,
+            info,
+        })
+    }
+
+    /// The song hash: SHA-224 of the bytes, with the model mixed in unless it is the default.
+    pub fn hash(&self) -> SongHash {
+        SongHash::compute(&self.audio, &self.model)
+    }
+}
+
+fn validate_callback(cb: CallbackRequest) -> Result<Callback, ApiError> {
+    // Private and loopback targets are accepted here (the lab client uses localhost); the worker
+    // refuses them when it fires the callback.
+    let url = url::Url::parse(&cb.url).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "callback.url {:?} is not a URL: {e}",
+            shorten(&cb.url)
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::BadRequest(format!(
+            "callback.url {:?} must be an http or https URL with a host",
+            shorten(&cb.url)
+        )));
+    }
+    Ok(Callback {
+        url: url.to_string(),
+        data: cb.data,
+    })
+}
+
+fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
+    // Tolerate line breaks (Python's base64.encodebytes wraps at 76 columns).
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::BadRequest(format!("field mp3 is not valid base64: {e}")))
+}
