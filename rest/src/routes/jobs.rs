@@ -1,9 +1,12 @@
 //! Songs in and out of the queue: `POST /apiv1/separate`, `GET /apiv1/queue`,
 //! `GET /apiv1/status/<hash>`.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
 use base64::Engine as _;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use stemsep_common::job::{Callback, Job, JobState, SongHash, Track, DEFAULT_MODEL};
 use stemsep_common::queue::Enqueued;
@@ -22,9 +25,11 @@ pub struct SeparateRequest {
     /// Model name; default `htdemucs`. A non-default model yields a different hash.
     #[serde(default)]
     pub model: Option<String>,
-    /// Optional completion callback.
+    /// Optional completion callback (an object; kept as JSON until checked, so an array in its
+    /// place is refused rather than read field by field).
     #[serde(default)]
-    pub callback: Option<CallbackRequest>,
+    #[schema(value_type = Option<CallbackRequest>)]
+    pub callback: Option<serde_json::Value>,
 }
 
 /// Where to POST when the job ends.
@@ -133,17 +138,20 @@ impl Outcome {
     request_body = SeparateRequest,
     responses(
         (status = 200, description = "Accepted (new or already known)", body = SeparateResponse),
-        (status = 400, description = "Invalid JSON, base64, callback URL or model", body = crate::error::ErrorBody),
+        (status = 400, description = "Not a JSON object, invalid base64, callback URL or model", body = crate::error::ErrorBody),
+        (status = 401, description = "API key missing or unknown (when the server requires keys)", body = crate::error::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = crate::error::ErrorBody),
         (status = 413, description = "Body over the limit (16 MiB by default)", body = crate::error::ErrorBody),
         (status = 422, description = "Not a decodable MP3, or longer than the limit", body = crate::error::ErrorBody),
-        (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
+        (status = 429, description = "Over the client's request rate; Retry-After says when to come back", body = crate::error::ErrorBody),
+        (status = 503, description = "Queue full, too many uploads at once, or Redis or storage unavailable; Retry-After says when to come back", body = crate::error::ErrorBody),
     )
 )]
 pub async fn separate(
     state: web::Data<AppState>,
-    body: web::Json<SeparateRequest>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let result = submit(&state, body.into_inner()).await;
+    let result = submit(&state, body).await;
     match &result {
         Ok((hash, outcome)) => {
             state.metrics.submission(outcome.label());
@@ -165,46 +173,49 @@ fn rejection_label(e: &ApiError) -> &'static str {
     match e {
         ApiError::BadRequest(_) => "rejected_bad_request",
         ApiError::Unprocessable(_) => "rejected_unprocessable",
+        ApiError::PayloadTooLarge(_) => "rejected_too_large",
+        ApiError::Busy { .. } => "rejected_busy",
         ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => "unavailable",
         _ => "error",
     }
 }
 
-async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Outcome), ApiError> {
-    let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
-    if !state.models.contains(&model) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown model {:?}: this server offers {}",
-            shorten(&model),
-            state.models.join(", ")
-        )));
-    }
-    let callback = req.callback.map(validate_callback).transpose()?;
-    let mp3 = decode_base64(&req.mp3)?;
-    let max_seconds = state.max_seconds;
-    let probe_input = mp3.clone();
-    let max_duration = std::time::Duration::from_secs(max_seconds);
-    let info = web::block(move || stemsep_audio::probe(&probe_input, max_duration))
-        .await
-        .map_err(|e| ApiError::Internal(format!("audio check did not run: {e}")))?
-        .map_err(|e| match e {
-            AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
-                "the song is longer than {max_seconds} s (at least {secs:.0} s); send a song of at most {} min {} s",
-                max_seconds / 60,
-                max_seconds % 60
-            )),
-            other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
-        })?;
-    let hash = SongHash::compute(&mp3, &model);
-    tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
+/// Seconds a client refused because the queue is full is told to wait.
+const QUEUE_FULL_RETRY_AFTER: u64 = 30;
 
-    let previous = state
-        .queue
-        .job(&hash)
+fn queue_full(max: u64) -> ApiError {
+    ApiError::Busy {
+        what: format!(
+            "the queue is full ({max} songs are waiting for separation); try again later"
+        ),
+        retry_after: QUEUE_FULL_RETRY_AFTER,
+    }
+}
+
+/// A checked submission: what the blocking pool made of the body.
+struct Upload {
+    hash: SongHash,
+    model: String,
+    callback: Option<Callback>,
+    mp3: Bytes,
+}
+
+async fn submit(state: &AppState, body: web::Payload) -> Result<(SongHash, Outcome), ApiError> {
+    let _slot = state.uploads.enter().await?;
+    let body = read_body(body, state.max_body).await?;
+    let (models, max_seconds) = (state.models.clone(), state.max_seconds);
+    // JSON, base64, the audio check and SHA-224 of up to 16 MiB: CPU work, off the event loop.
+    let Upload {
+        hash,
+        model,
+        callback,
+        mp3,
+    } = web::block(move || check_upload(body, &models, max_seconds))
         .await
-        .map_err(ApiError::queue)?
-        .map(|j| j.state);
-    match previous {
+        .map_err(|e| ApiError::Internal(format!("upload check did not run: {e}")))??;
+
+    let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?;
+    match previous.as_ref().map(|j| j.state) {
         Some(s @ (JobState::Queued | JobState::Running)) => {
             return Ok((hash, Outcome::of_existing(s)))
         }
@@ -213,30 +224,139 @@ async fn submit(state: &AppState, req: SeparateRequest) -> Result<(SongHash, Out
         }
         _ => {}
     }
-    // A done job missing stems, or a failed one, is replaced; anything else is new.
+    // A done job missing stems, or a failed one, is replaced; anything else is new. A full
+    // queue refuses it before anything is stored (enqueue checks again, exactly).
     let replace = previous.is_some();
-    // Input first, then the queue entry: a queued hash must always find its input.
+    if let Some(max) = state.queue.settings().max_queued {
+        if state.queue.queued().await.map_err(ApiError::queue)? >= max {
+            return Err(queue_full(max));
+        }
+    }
+    let job = Job::new(hash.clone(), model, callback);
+    // Input first, then the queue entry: a queued hash must always find its input. The input is
+    // this submission's own object, so nothing else deletes it.
+    let input = ObjectKey::input(&job);
     state
         .storage
-        .put(&ObjectKey::input(&hash), mp3)
+        .put(&input, mp3)
         .await
         .map_err(ApiError::storage)?;
-    let job = Job::new(hash.clone(), model, callback);
-    let outcome = match state
-        .queue
-        .enqueue(&job, replace)
-        .await
-        .map_err(ApiError::queue)?
-    {
-        Enqueued::New => match previous {
+    let enqueued = state.queue.enqueue(&job, replace).await;
+    if !matches!(enqueued, Ok(Enqueued::New)) {
+        // Not queued after all: the object would be an orphan.
+        if let Err(e) = state.storage.delete(&input).await {
+            tracing::warn!(%hash, error = %e, "unqueued upload not deleted");
+        }
+    }
+    let outcome = match enqueued.map_err(ApiError::queue)? {
+        Enqueued::New => match previous.as_ref().map(|j| j.state) {
             None => Outcome::Enqueued,
             Some(JobState::Failed) => Outcome::RetriedFailed,
             Some(_) => Outcome::RequeuedMissingStems,
         },
         // Another request for the same song won a race; report what it left.
         Enqueued::Existing(s) => Outcome::of_existing(s),
+        Enqueued::Full => {
+            return Err(queue_full(
+                state.queue.settings().max_queued.unwrap_or_default(),
+            ))
+        }
     };
+    // The replaced submission's input, should its worker not have deleted it.
+    if let Some(old) = previous.filter(|j| j.upload != job.upload) {
+        if let Err(e) = state.storage.delete(&ObjectKey::input(&old)).await {
+            tracing::warn!(%hash, error = %e, "replaced upload not deleted");
+        }
+    }
     Ok((hash, outcome))
+}
+
+/// How long a client may take to send its whole body.
+const BODY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Reads the request body, up to `limit` bytes and [`BODY_DEADLINE`].
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "request body too large: the limit is {} MiB (base64 makes an MP3 a third larger)",
+            limit / (1024 * 1024)
+        ))
+    };
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::BadRequest(format!("the request body could not be read: {e}"))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_DEADLINE, read)
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ))
+        })?
+}
+
+/// Everything about a body that takes CPU: JSON, model, callback, base64, the audio check, the
+/// hash. Runs on the blocking pool.
+fn check_upload(body: Bytes, models: &[String], max_seconds: u64) -> Result<Upload, ApiError> {
+    // serde would also read the object's fields from a JSON array, in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(not_an_object("the body"));
+    }
+    let req: SeparateRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    drop(body);
+    let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    if !models.contains(&model) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown model {:?}: this server offers {}",
+            shorten(&model),
+            models.join(", ")
+        )));
+    }
+    let callback = match req.callback {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v @ serde_json::Value::Object(_)) => {
+            let cb: CallbackRequest = serde_json::from_value(v)
+                .map_err(|e| ApiError::BadRequest(format!("invalid callback: {e}")))?;
+            Some(validate_callback(cb)?)
+        }
+        Some(_) => return Err(not_an_object("callback")),
+    };
+    let mp3 = decode_base64(&req.mp3)?;
+    drop(req.mp3);
+    let max_duration = Duration::from_secs(max_seconds);
+    let info = stemsep_audio::probe(&mp3, max_duration).map_err(|e| match e {
+        AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
+            "the song is longer than {max_seconds} s (at least {secs:.0} s); send a song of at most {} min {} s",
+            max_seconds / 60,
+            max_seconds % 60
+        )),
+        other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
+    })?;
+    let hash = SongHash::compute(&mp3, &model);
+    tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
+    Ok(Upload {
+        hash,
+        model,
+        callback,
+        mp3,
+    })
+}
+
+fn not_an_object(what: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{what} must be a JSON object, as in {{\"mp3\": \"<base64>\", \"callback\": {{\"url\": \"...\", \"data\": ...}}}}"
+    ))
 }
 
 async fn all_stems_present(state: &AppState, hash: &SongHash) -> Result<bool, ApiError> {
