@@ -5,6 +5,8 @@ with a JSON `null` body.
 
 Usage: REST=host:port samples/sample-requests.py     (default REST=localhost:5000)
 Songs: samples/songs/*.mp3, made by samples/make-songs.sh. Exits 1 if any request fails.
+A server that requires API keys (STEMSEP_AUTH=keys, as the Kubernetes overlays set) gets the key in
+API_KEY as an X-API-Key header; without API_KEY the requests are exactly the lab's.
 """
 import base64
 import glob
@@ -15,14 +17,18 @@ import sys
 import requests
 
 REST = os.getenv("REST") or "localhost:5000"
+API_KEY = os.getenv("API_KEY")
 SONGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "songs")
 
 
 def mkReq(reqmethod, endpoint, data):
     """Sends `data` as a JSON body (the lab sends one even on GET), prints the reply; True if 200."""
     url = f"http://{REST}/{endpoint}"
+    headers = {"Content-type": "application/json"}
+    if API_KEY:
+        headers["X-API-Key"] = API_KEY
     try:
-        response = reqmethod(url, data=json.dumps(data), headers={"Content-type": "application/json"})
+        response = reqmethod(url, data=json.dumps(data), headers=headers)
     except requests.RequestException as e:
         print(f"request to {url} failed: {e}")
         return False

@@ -2,7 +2,7 @@
 """The lab's short client: like sample-requests.py, but sends only the ~20 s clips
 samples/songs/short-*.mp3, so a whole round trip takes seconds, not minutes.
 
-Usage: REST=host:port samples/short-sample-requests.py     (default REST=localhost:5000)
+Usage: REST=host:port [API_KEY=key] samples/short-sample-requests.py     (default REST=localhost:5000)
 """
 import os
 import runpy

@@ -22,24 +22,40 @@ pub struct RedisArgs {
     /// Prefix for every Redis key (empty: the lab's bare `toWorker` and `logging`).
     #[arg(long, env = "STEMSEP_KEY_PREFIX", default_value = "")]
     pub key_prefix: String,
-    /// Seconds a worker may stay silent before its job is handed to another worker.
-    #[arg(long, env = "STEMSEP_LEASE_SECS", default_value_t = 30)]
+    /// Seconds a worker may stay silent before it loses its lease; a job lease-less for as long
+    /// again goes to another worker.
+    #[arg(long, env = "STEMSEP_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: u64,
     /// Claims after which a job is marked failed and dead-lettered.
-    #[arg(long, env = "STEMSEP_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "STEMSEP_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
+    /// Seconds a job waits before its retry after a transient failure (storage or model
+    /// unavailable), doubled for each further attempt up to an hour.
+    #[arg(long, env = "STEMSEP_RETRY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub retry_secs: u64,
+    /// Seconds a finished job is kept — its record, stems and dead letter — before it is deleted;
+    /// 0 keeps everything.
+    #[arg(long, env = "STEMSEP_RETENTION_SECS", default_value_t = 604800)]
+    pub retention_secs: u64,
 }
 
 impl RedisArgs {
-    /// The queue these arguments describe (connects lazily).
-    pub fn queue(&self) -> Result<Queue> {
-        Queue::new(QueueSettings {
+    /// The queue settings these arguments describe.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
             url: self.redis_url.clone(),
             prefix: self.key_prefix.clone(),
-            lease: Duration::from_secs(self.lease_secs.max(1)),
-            max_attempts: self.max_attempts.max(1),
+            lease: Duration::from_secs(self.lease_secs),
+            max_attempts: self.max_attempts,
+            retry_backoff: Duration::from_secs(self.retry_secs),
+            retention: (self.retention_secs > 0).then(|| Duration::from_secs(self.retention_secs)),
             ..QueueSettings::default()
-        })
+        }
+    }
+
+    /// The queue these arguments describe (connects lazily).
+    pub fn queue(&self) -> Result<Queue> {
+        Queue::new(self.queue_settings())
     }
 }
 

@@ -194,6 +194,62 @@ pub struct Callback {
     pub data: serde_json::Value,
 }
 
+/// One submission of a song: names its uploaded input (`queue/<hash>-<upload>.mp3`), so the
+/// input of a resubmission is never the object a finished attempt deletes. 16 lowercase hex
+/// digits from the operating system's random source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 8];
+        // Without the OS's random source there is no safe id to make; that machine is unusable.
+        getrandom::fill(&mut bytes).expect("the operating system provides random bytes");
+        UploadId(hex::encode(bytes))
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = Error;
+    /// Accepts 1 to 32 hex digits only: the id becomes part of an object name.
+    fn from_str(s: &str) -> Result<Self> {
+        if (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(UploadId(s.to_ascii_lowercase()))
+        } else {
+            Err(Error::Invalid {
+                what: "upload id",
+                value: s.chars().take(80).collect(),
+            })
+        }
+    }
+}
+
+impl TryFrom<String> for UploadId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<UploadId> for String {
+    fn from(u: UploadId) -> String {
+        u.0
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The job record kept in the Redis hash `job:<hash>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -206,6 +262,9 @@ pub struct Job {
     pub stems: Vec<Track>,
     /// Optional completion callback.
     pub callback: Option<Callback>,
+    /// The submission this record belongs to; `None` for records written before uploads had
+    /// ids (their input is `queue/<hash>.mp3`).
+    pub upload: Option<UploadId>,
     /// Current state.
     pub state: JobState,
     /// Percent of segments separated, 0–100.
@@ -223,7 +282,7 @@ pub struct Job {
 }
 
 impl Job {
-    /// A fresh queued job.
+    /// A fresh queued job, with a new [`UploadId`].
     pub fn new(hash: SongHash, model: String, callback: Option<Callback>) -> Self {
         let now = unix_now();
         Job {
@@ -231,6 +290,7 @@ impl Job {
             model,
             stems: Vec::new(),
             callback,
+            upload: Some(UploadId::random()),
             state: JobState::Queued,
             progress: 0,
             attempts: 0,
@@ -291,6 +351,17 @@ mod tests {
             assert!(bad.parse::<SongHash>().is_err(), "{bad}");
         }
         assert!("A".repeat(56).parse::<SongHash>().is_ok());
+    }
+
+    #[test]
+    fn upload_ids_are_random_hex_and_checked() {
+        let (a, b) = (UploadId::random(), UploadId::random());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 16);
+        assert_eq!(a.as_str().parse::<UploadId>().unwrap(), a);
+        for bad in ["", "../x", "zz", &"a".repeat(33)] {
+            assert!(bad.parse::<UploadId>().is_err(), "{bad}");
+        }
     }
 
     #[test]

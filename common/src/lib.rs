@@ -1,6 +1,6 @@
 //! What the rest API and the worker must agree on, written once: the job record ([`job`]), the Redis
-//! queue protocol ([`queue`]), object storage ([`storage`]), configuration ([`config`]) and the
-//! log lines both push to Redis ([`logging`]).
+//! queue protocol ([`queue`]), object storage ([`storage`]), when finished jobs are deleted
+//! ([`retention`]), configuration ([`config`]) and the log lines both push to Redis ([`logging`]).
 #![warn(missing_docs)]
 
 pub mod config;
@@ -9,6 +9,7 @@ pub mod job;
 pub mod logging;
 pub mod queue;
 pub mod registry;
+pub mod retention;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -1,23 +1,38 @@
-//! The whole Redis protocol, at-least-once: every accepted song is separated even if workers die.
+//! The whole Redis protocol, at-least-once: every accepted song is separated even if workers die,
+//! and each job is finished by exactly one owner.
 //!
-//! * enqueue — job record + `LPUSH toWorker` in one Lua script (idempotent per song hash);
-//! * claim — `BLMOVE toWorker processing` on a dedicated connection, then a lease key with a TTL
-//!   that the worker's heartbeat refreshes;
-//! * ack ([`Queue::complete`]) — after the stems are stored: state done, `LREM processing`;
-//! * [`Queue::reap`] — any worker returns hashes whose lease has gone to `toWorker`; after
-//!   `max_attempts` claims a job is failed and moved to the dead-letter list.
+//! * enqueue — job record + `LPUSH toWorker` in one Lua script (idempotent per song hash; refused
+//!   when the queue is at its limit);
+//! * claim — `BLMOVE toWorker processing` on a dedicated connection, then a fencing token (a
+//!   counter, Kleppmann's fencing tokens) written to the job record's `owner` and to a lease key
+//!   with a TTL that the worker's heartbeat refreshes;
+//! * everything a worker does to its job afterwards — progress, [`Queue::complete`],
+//!   [`Queue::fail`], [`Queue::release`], heartbeats — first checks that `owner` is still its
+//!   token, so a worker that lost the job changes nothing, and only the one `complete` that
+//!   changed the state reports it (and fires the callback);
+//! * a failure is retried after a back-off, from the delayed set (`delayed`, sorted by due time;
+//!   [`Queue::promote_due`] moves due jobs to `toWorker`), or failed at once when retrying
+//!   cannot help; after `max_attempts` claims the job is failed and dead-lettered;
+//! * [`Queue::reap`] — any worker takes back a hash that has been in `processing` without a lease
+//!   for a whole lease time, judged by Redis's clock, however many reapers look;
+//! * retention — finished jobs enter the `expiry` set; [`Queue::due_for_expiry`] and
+//!   [`Queue::expire`] let a worker delete their objects, then their record and dead letter.
 //!
-//! A lease is written just after `BLMOVE` returns, so a hash can sit in `processing` without one for
-//! a moment; the reaper therefore only acts on a hash it has found lease-less on two passes.
+//! The scripts themselves are in [`scripts`].
+
+mod scripts;
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands, AsyncConnectionConfig, Script};
+use redis::{AsyncCommands, AsyncConnectionConfig};
 use tokio::sync::OnceCell;
 
-use crate::job::{unix_now, Callback, Job, JobState, SongHash, Track};
+use crate::job::{Callback, Job, JobState, SongHash, Track};
 use crate::{Error, Result};
+
+/// Longest back-off before a retry, however many attempts came before.
+pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// Redis key names. The lab fixes `toWorker` and `logging`; a prefix (empty by default) lets
 /// tests and several deployments share one server.
@@ -41,9 +56,17 @@ impl Keys {
     pub fn processing(&self) -> String {
         format!("{}processing", self.prefix)
     }
-    /// The list of hashes that failed `max_attempts` times.
+    /// The list of hashes that failed for good.
     pub fn dead_letter(&self) -> String {
         format!("{}deadLetter", self.prefix)
+    }
+    /// The sorted set of hashes waiting out a back-off; score: when it ends (Unix ms).
+    pub fn delayed(&self) -> String {
+        format!("{}delayed", self.prefix)
+    }
+    /// The sorted set of finished jobs; score: when their retention ends (Unix ms).
+    pub fn expiry(&self) -> String {
+        format!("{}expiry", self.prefix)
     }
     /// The bounded list of log lines.
     pub fn logging(&self) -> String {
@@ -53,7 +76,7 @@ impl Keys {
     pub fn job(&self, h: &SongHash) -> String {
         format!("{}job:{h}", self.prefix)
     }
-    /// The lease key; its value is the holding worker's id.
+    /// The lease key; its value is the holding claim's fencing token.
     pub fn lease(&self, h: &SongHash) -> String {
         format!("{}lease:{h}", self.prefix)
     }
@@ -62,9 +85,13 @@ impl Keys {
         format!("{}models", self.prefix)
     }
 
-    /// Marks a lease-less hash seen by the reaper once.
-    fn suspect(&self, h: &SongHash) -> String {
-        format!("{}suspect:{h}", self.prefix)
+    /// The counter fencing tokens are drawn from.
+    fn fence(&self) -> String {
+        format!("{}fence", self.prefix)
+    }
+    /// Hash → when (Unix ms) a reaper first found it in `processing` without a lease.
+    fn orphans(&self) -> String {
+        format!("{}orphans", self.prefix)
     }
 }
 
@@ -75,25 +102,36 @@ pub enum Enqueued {
     New,
     /// A job for this hash already exists in this state; nothing was added.
     Existing(JobState),
+    /// The queue holds [`QueueSettings::max_queued`] jobs already; nothing was added.
+    Full,
 }
 
 /// What the reaper did on one pass.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reaped {
     /// Jobs returned to `toWorker`.
     pub requeued: u32,
-    /// Jobs moved to the dead-letter list.
-    pub dead: u32,
+    /// Jobs failed for good and dead-lettered (their worker was lost on the last attempt).
+    pub dead: Vec<SongHash>,
+}
+
+/// Whether a failed attempt may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Something outside the job went wrong (storage, a missing model): retry after a back-off.
+    Transient,
+    /// The job itself cannot succeed (undecodable song): fail it now.
+    Permanent,
 }
 
 /// Outcome of [`Queue::fail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {
-    /// Returned to `toWorker` for another attempt.
-    Retrying,
-    /// Out of attempts: state failed, in the dead-letter list.
+    /// In the delayed set; it returns to `toWorker` after this back-off.
+    Retrying(Duration),
+    /// Failed for good: state failed, in the dead-letter list.
     Dead,
-    /// The lease was no longer ours (another worker holds the job); nothing changed.
+    /// This claim no longer owns the job; nothing changed.
     NotOurs,
 }
 
@@ -104,10 +142,19 @@ pub struct QueueSettings {
     pub url: String,
     /// Key prefix (see [`Keys`]).
     pub prefix: String,
-    /// Lease time-to-live; a worker silent this long loses its job.
+    /// Lease time-to-live; a worker silent this long loses its lease, and a job lease-less for
+    /// this long again is taken back.
     pub lease: Duration,
     /// Claims after which a job is dead-lettered.
     pub max_attempts: u32,
+    /// Back-off before the first retry of a transient failure; doubled for each further attempt
+    /// up to [`RETRY_MAX`].
+    pub retry_backoff: Duration,
+    /// How long a finished job (record, stems, dead letter) is kept; `None` keeps it forever.
+    pub retention: Option<Duration>,
+    /// Most jobs waiting (in `toWorker` or the delayed set) before `enqueue` answers
+    /// [`Enqueued::Full`]; `None` for no limit.
+    pub max_queued: Option<u64>,
     /// Response timeout for ordinary commands: Redis down must turn into an error quickly.
     pub command_timeout: Duration,
 }
@@ -119,8 +166,25 @@ impl Default for QueueSettings {
             prefix: String::new(),
             lease: Duration::from_secs(30),
             max_attempts: 3,
+            retry_backoff: Duration::from_secs(30),
+            retention: None,
+            max_queued: None,
             command_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl QueueSettings {
+    /// The back-off after failed attempt number `attempt` (1 for the first).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(20);
+        self.retry_backoff
+            .saturating_mul(1 << doublings)
+            .min(RETRY_MAX)
+    }
+
+    fn retention_ms(&self) -> u64 {
+        self.retention.map_or(0, |d| d.as_millis() as u64)
     }
 }
 
@@ -133,13 +197,16 @@ pub struct Queue {
     settings: QueueSettings,
 }
 
-/// A job claimed by this worker; hand it back through [`Queue::complete`] or [`Queue::fail`].
+/// A job claimed by this worker; finish it through [`Queue::complete`], [`Queue::fail`] or
+/// [`Queue::release`].
 #[derive(Debug, Clone)]
 pub struct Claim {
     /// The job as it was when claimed (attempts already counts this claim).
     pub job: Job,
-    /// The worker id that holds the lease.
+    /// The worker id that claimed it.
     pub worker: String,
+    /// The claim's fencing token: the job is this claim's while its record's `owner` is this.
+    pub token: u64,
 }
 
 impl Queue {
@@ -202,31 +269,26 @@ impl Queue {
 
     /// Creates the job record and pushes the hash to `toWorker` atomically, unless a job for the
     /// hash is already queued, running or done (or failed, kept for status), in which case nothing
-    /// changes. `replace` re-enqueues a done or failed job (its stems were removed, or the client
-    /// retries a failure).
+    /// changes, or the queue is full ([`QueueSettings::max_queued`]). `replace` re-enqueues a done
+    /// or failed job (its stems were removed, or the client retries a failure), taking it off the
+    /// dead-letter list.
     pub async fn enqueue(&self, job: &Job, replace: bool) -> Result<Enqueued> {
-        let script = Script::new(
-            r"local state = redis.call('HGET', KEYS[1], 'state')
-              if state == 'queued' or state == 'running' then return state end
-              if (state == 'done' or state == 'failed') and ARGV[1] == '0' then return state end
-              redis.call('DEL', KEYS[1])
-              redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-              redis.call('LPUSH', KEYS[2], ARGV[2])
-              return 'new'",
-        );
-        let mut inv = script.key(self.keys.job(&job.hash));
+        let mut inv = scripts::ENQUEUE.key(self.keys.job(&job.hash));
         inv.key(self.keys.to_worker())
+            .key(self.keys.delayed())
+            .key(self.keys.dead_letter())
             .arg(if replace { "1" } else { "0" })
-            .arg(job.hash.as_str());
+            .arg(job.hash.as_str())
+            .arg(self.settings.max_queued.unwrap_or(0));
         for (k, v) in job_fields(job) {
             inv.arg(k).arg(v);
         }
         let mut c = self.conn().await?;
         let answer: String = inv.invoke_async(&mut c).await?;
-        Ok(if answer == "new" {
-            Enqueued::New
-        } else {
-            Enqueued::Existing(answer.parse()?)
+        Ok(match answer.as_str() {
+            "new" => Enqueued::New,
+            "full" => Enqueued::Full,
+            other => Enqueued::Existing(other.parse()?),
         })
     }
 
@@ -246,6 +308,29 @@ impl Queue {
         Ok(c.lrange(self.keys.to_worker(), 0, -1).await?)
     }
 
+    /// Hashes waiting out a back-off, soonest first.
+    pub async fn delayed(&self) -> Result<Vec<String>> {
+        let mut c = self.conn().await?;
+        Ok(c.zrange(self.keys.delayed(), 0, -1).await?)
+    }
+
+    /// How many jobs are waiting out a back-off.
+    pub async fn delayed_count(&self) -> Result<u64> {
+        let mut c = self.conn().await?;
+        Ok(c.zcard(self.keys.delayed()).await?)
+    }
+
+    /// Jobs waiting for a worker: in `toWorker` or the delayed set (what `max_queued` limits).
+    pub async fn queued(&self) -> Result<u64> {
+        let mut c = self.conn().await?;
+        let (a, d): (u64, u64) = redis::pipe()
+            .llen(self.keys.to_worker())
+            .zcard(self.keys.delayed())
+            .query_async(&mut c)
+            .await?;
+        Ok(a + d)
+    }
+
     /// Lengths of `toWorker`, `processing` and the dead-letter list.
     pub async fn depths(&self) -> Result<(u64, u64, u64)> {
         let mut c = self.conn().await?;
@@ -259,7 +344,7 @@ impl Queue {
     }
 
     /// Waits up to `block` for a job on `blocking` (from [`Queue::blocking_conn`]), moves it to
-    /// `processing` and takes its lease for `worker`.
+    /// `processing`, and claims it for `worker` under a new fencing token.
     pub async fn claim(
         &self,
         blocking: &mut MultiplexedConnection,
@@ -283,162 +368,156 @@ impl Queue {
             tracing::warn!(%hash, "dropped a malformed entry from the queue");
             return Ok(None);
         };
-        let script = Script::new(
-            r"redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-              if redis.call('EXISTS', KEYS[1]) == 0 then
-                redis.call('DEL', KEYS[2])
-                redis.call('LREM', KEYS[3], 1, ARGV[4])
-                return -1
-              end
-              redis.call('HSET', KEYS[1], 'state', 'running', 'progress', '0', 'updated_at', ARGV[3], 'worker', ARGV[1])
-              return redis.call('HINCRBY', KEYS[1], 'attempts', 1)",
-        );
         let mut c = self.conn().await?;
-        let attempts: i64 = script
+        let (token, _attempts): (i64, i64) = scripts::CLAIM
             .key(self.keys.job(&hash))
             .key(self.keys.lease(&hash))
             .key(self.keys.processing())
+            .key(self.keys.fence())
+            .key(self.keys.orphans())
+            .key(self.keys.delayed())
             .arg(worker)
-            .arg(self.settings.lease.as_millis() as u64)
-            .arg(unix_now())
+            .arg(self.lease_ms())
             .arg(hash.as_str())
             .invoke_async(&mut c)
             .await?;
-        if attempts < 0 {
-            tracing::warn!(%hash, "queued hash had no job record; dropped");
+        if token < 0 {
+            tracing::warn!(%hash, "dropped a queue entry whose job is not queued (no record, or finished already)");
             return Ok(None);
         }
         match self.job(&hash).await? {
             Some(job) => Ok(Some(Claim {
                 job,
                 worker: worker.to_owned(),
+                token: token as u64,
             })),
             None => Ok(None),
         }
     }
 
-    /// Refreshes the lease; `false` means another worker holds it now.
+    /// Refreshes the claim's lease (re-taking it if it lapsed while the claim still owns the
+    /// job); `false` means the job is no longer this claim's.
     pub async fn heartbeat(&self, claim: &Claim) -> Result<bool> {
-        let script = Script::new(
-            r"local owner = redis.call('GET', KEYS[1])
-              if owner == ARGV[1] or not owner then
-                redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-                return 1
-              end
-              return 0",
-        );
+        let h = &claim.job.hash;
         let mut c = self.conn().await?;
-        let ok: i64 = script
-            .key(self.keys.lease(&claim.job.hash))
-            .arg(&claim.worker)
-            .arg(self.settings.lease.as_millis() as u64)
+        let ok: i64 = scripts::HEARTBEAT
+            .key(self.keys.job(h))
+            .key(self.keys.lease(h))
+            .key(self.keys.orphans())
+            .arg(claim.token)
+            .arg(self.lease_ms())
+            .arg(h.as_str())
             .invoke_async(&mut c)
             .await?;
         Ok(ok == 1)
     }
 
-    /// Records progress (0–100) in the job record.
-    pub async fn set_progress(&self, hash: &SongHash, percent: u8) -> Result<()> {
+    /// Records progress (0–100) in the job record; `false` means the job is no longer this
+    /// claim's (nothing written).
+    pub async fn set_progress(&self, claim: &Claim, percent: u8) -> Result<bool> {
         let mut c = self.conn().await?;
-        let _: () = c
-            .hset_multiple(
-                self.keys.job(hash),
-                &[
-                    ("progress", percent.min(100).to_string()),
-                    ("updated_at", unix_now().to_string()),
-                ],
-            )
+        let ok: i64 = scripts::PROGRESS
+            .key(self.keys.job(&claim.job.hash))
+            .arg(claim.token)
+            .arg(percent.min(100))
+            .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(ok == 1)
     }
 
-    /// Sets a free-text field of the job record (`error`, `callback_status`).
-    pub async fn set_note(&self, hash: &SongHash, field: &'static str, text: &str) -> Result<()> {
+    /// Records how the callback of `job` went (`callback_status`), unless the record now belongs
+    /// to another submission of the song.
+    pub async fn set_callback_status(&self, job: &Job, text: &str) -> Result<()> {
         let mut c = self.conn().await?;
-        let _: () = c.hset(self.keys.job(hash), field, text).await?;
-        Ok(())
-    }
-
-    /// Acknowledges a job whose stems are all stored: state done, off `processing` (and off
-    /// `toWorker`, should a reaper have requeued it meanwhile), lease released.
-    pub async fn complete(&self, claim: &Claim) -> Result<()> {
-        let script = Script::new(
-            r"redis.call('HSET', KEYS[1], 'state', 'done', 'progress', '100', 'updated_at', ARGV[3])
-              redis.call('HDEL', KEYS[1], 'error')
-              redis.call('LREM', KEYS[2], 0, ARGV[1])
-              redis.call('LREM', KEYS[3], 0, ARGV[1])
-              if redis.call('GET', KEYS[4]) == ARGV[2] then redis.call('DEL', KEYS[4]) end
-              return 1",
-        );
-        let h = &claim.job.hash;
-        let mut c = self.conn().await?;
-        let _: i64 = script
-            .key(self.keys.job(h))
-            .key(self.keys.processing())
-            .key(self.keys.to_worker())
-            .key(self.keys.lease(h))
-            .arg(h.as_str())
-            .arg(&claim.worker)
-            .arg(unix_now())
+        let _: i64 = scripts::NOTE
+            .key(self.keys.job(&job.hash))
+            .arg(job.upload.as_ref().map_or("", |u| u.as_str()))
+            .arg("callback_status")
+            .arg(text)
             .invoke_async(&mut c)
             .await?;
         Ok(())
     }
 
-    /// Gives a job back after a failed attempt: retried while attempts remain, else failed and
-    /// dead-lettered. `reason` lands in the job record either way.
-    pub async fn fail(&self, claim: &Claim, reason: &str) -> Result<Failed> {
+    /// Acknowledges a job whose `stems` are all stored: state done, its stems recorded, off
+    /// `processing`, lease released, expiry scheduled. `true` when this call finished the job;
+    /// `false` when the claim no longer owned it (nothing changed: another worker has it, or a
+    /// resubmission replaced the record).
+    pub async fn complete(&self, claim: &Claim, stems: &[Track]) -> Result<bool> {
         let h = &claim.job.hash;
         let mut c = self.conn().await?;
-        let answer: String = requeue_script()
+        let done: i64 = scripts::COMPLETE
             .key(self.keys.job(h))
             .key(self.keys.processing())
-            .key(self.keys.to_worker())
+            .key(self.keys.lease(h))
+            .key(self.keys.orphans())
+            .key(self.keys.expiry())
+            .arg(h.as_str())
+            .arg(claim.token)
+            .arg(self.settings.retention_ms())
+            .arg(stems_field(stems))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(done == 1)
+    }
+
+    /// Gives a job back after a failed attempt: a transient failure waits out a back-off in the
+    /// delayed set while attempts remain; a permanent one, or the last attempt, is failed and
+    /// dead-lettered. `reason` lands in the job record either way.
+    pub async fn fail(&self, claim: &Claim, reason: &str, failure: Failure) -> Result<Failed> {
+        let h = &claim.job.hash;
+        let backoff = self.settings.backoff(claim.job.attempts);
+        let mut c = self.conn().await?;
+        let answer: String = scripts::FAIL
+            .key(self.keys.job(h))
+            .key(self.keys.processing())
+            .key(self.keys.delayed())
             .key(self.keys.dead_letter())
             .key(self.keys.lease(h))
+            .key(self.keys.orphans())
+            .key(self.keys.expiry())
             .arg(h.as_str())
+            .arg(claim.token)
             .arg(self.settings.max_attempts)
-            .arg(unix_now())
             .arg(reason)
-            .arg(&claim.worker)
+            .arg(if failure == Failure::Permanent {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(backoff.as_millis() as u64)
+            .arg(self.settings.retention_ms())
             .invoke_async(&mut c)
             .await?;
         Ok(match answer.as_str() {
             "dead" => Failed::Dead,
-            "requeued" => Failed::Retrying,
+            "retrying" => Failed::Retrying(backoff),
             _ => Failed::NotOurs,
         })
     }
 
-    /// Hands a job back without counting the attempt (graceful shutdown mid-job).
-    pub async fn release(&self, claim: &Claim) -> Result<()> {
-        let script = Script::new(
-            r"if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
-              redis.call('DEL', KEYS[4])
-              if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 0 end
-              redis.call('HSET', KEYS[1], 'state', 'queued', 'progress', '0', 'updated_at', ARGV[3])
-              redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-              redis.call('RPUSH', KEYS[3], ARGV[1])
-              return 1",
-        );
+    /// Hands a job back without counting the attempt (graceful shutdown mid-job); `false` when
+    /// the claim no longer owned it.
+    pub async fn release(&self, claim: &Claim) -> Result<bool> {
         let h = &claim.job.hash;
         let mut c = self.conn().await?;
-        let _: i64 = script
+        let ok: i64 = scripts::RELEASE
             .key(self.keys.job(h))
             .key(self.keys.processing())
             .key(self.keys.to_worker())
             .key(self.keys.lease(h))
+            .key(self.keys.orphans())
             .arg(h.as_str())
-            .arg(&claim.worker)
-            .arg(unix_now())
+            .arg(claim.token)
             .invoke_async(&mut c)
             .await?;
-        Ok(())
+        Ok(ok == 1)
     }
 
-    /// One reaper pass over `processing`: a hash without a lease on two consecutive passes (at
-    /// most `suspect_for` apart) belongs to a dead worker and is requeued or dead-lettered.
-    pub async fn reap(&self, suspect_for: Duration) -> Result<Reaped> {
+    /// One reaper pass over `processing`: a hash lease-less for a whole lease time (by Redis's
+    /// clock, from the first pass of any reaper that saw it so) belongs to a lost worker and is
+    /// requeued, or dead-lettered when out of attempts.
+    pub async fn reap(&self) -> Result<Reaped> {
         let mut c = self.conn().await?;
         let claimed: Vec<String> = c.lrange(self.keys.processing(), 0, -1).await?;
         let mut out = Reaped::default();
@@ -446,40 +525,79 @@ impl Queue {
             let Ok(h) = raw.parse::<SongHash>() else {
                 continue;
             };
-            let seen: String = Script::new(
-                r"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DEL', KEYS[2]) return 'alive' end
-                  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 'suspect' end
-                  redis.call('DEL', KEYS[2])
-                  return 'orphan'",
-            )
-            .key(self.keys.lease(&h))
-            .key(self.keys.suspect(&h))
-            .arg(suspect_for.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await?;
-            if seen != "orphan" {
-                continue;
-            }
-            let answer: String = requeue_script()
+            let answer: String = scripts::REAP
                 .key(self.keys.job(&h))
                 .key(self.keys.processing())
                 .key(self.keys.to_worker())
                 .key(self.keys.dead_letter())
                 .key(self.keys.lease(&h))
+                .key(self.keys.orphans())
+                .key(self.keys.expiry())
                 .arg(h.as_str())
+                .arg(self.lease_ms())
                 .arg(self.settings.max_attempts)
-                .arg(unix_now())
-                .arg("worker lost (lease expired)")
+                .arg("worker lost (its lease expired)")
                 .arg("")
+                .arg("")
+                .arg(self.settings.retention_ms())
                 .invoke_async(&mut c)
                 .await?;
             match answer.as_str() {
                 "requeued" => out.requeued += 1,
-                "dead" => out.dead += 1,
+                "dead" => out.dead.push(h),
                 _ => {}
             }
         }
         Ok(out)
+    }
+
+    /// Moves up to `limit` jobs whose back-off is over from the delayed set to `toWorker`;
+    /// returns how many.
+    pub async fn promote_due(&self, limit: usize) -> Result<u64> {
+        let mut c = self.conn().await?;
+        Ok(scripts::PROMOTE
+            .key(self.keys.delayed())
+            .key(self.keys.to_worker())
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?)
+    }
+
+    /// Up to `limit` finished jobs whose retention is over, each with the ticket
+    /// [`Queue::expire`] needs.
+    pub async fn due_for_expiry(&self, limit: usize) -> Result<Vec<(SongHash, String)>> {
+        let mut c = self.conn().await?;
+        let flat: Vec<String> = scripts::DUE
+            .key(self.keys.expiry())
+            .arg(limit)
+            .invoke_async(&mut c)
+            .await?;
+        let mut out = Vec::new();
+        for pair in flat.chunks_exact(2) {
+            match pair[0].parse::<SongHash>() {
+                Ok(h) => out.push((h, pair[1].clone())),
+                Err(_) => {
+                    let _: i64 = c.zrem(self.keys.expiry(), &pair[0]).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the record and dead letter of a job from [`Queue::due_for_expiry`] once the
+    /// caller has deleted its objects; `true` if it was deleted. A job finished again since, or
+    /// resubmitted, is left alone.
+    pub async fn expire(&self, hash: &SongHash, ticket: &str) -> Result<bool> {
+        let mut c = self.conn().await?;
+        let answer: String = scripts::EXPIRE
+            .key(self.keys.expiry())
+            .key(self.keys.job(hash))
+            .key(self.keys.dead_letter())
+            .arg(hash.as_str())
+            .arg(ticket)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(answer == "expired")
     }
 
     /// Hashes in the dead-letter list.
@@ -487,27 +605,10 @@ impl Queue {
         let mut c = self.conn().await?;
         Ok(c.lrange(self.keys.dead_letter(), 0, -1).await?)
     }
-}
 
-/// Shared by `fail` (ARGV[5] = our worker id: only our lease may be given back) and the reaper
-/// (ARGV[5] = "": the lease is already gone). Retries go to the consuming end of `toWorker`.
-fn requeue_script() -> Script {
-    Script::new(
-        r"local owner = redis.call('GET', KEYS[5])
-          if ARGV[5] ~= '' and owner and owner ~= ARGV[5] then return 'notours' end
-          if ARGV[5] == '' and owner then return 'alive' end
-          if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 'gone' end
-          redis.call('DEL', KEYS[5])
-          local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
-          if attempts >= tonumber(ARGV[2]) then
-            redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[4], 'updated_at', ARGV[3])
-            redis.call('LPUSH', KEYS[4], ARGV[1])
-            return 'dead'
-          end
-          redis.call('HSET', KEYS[1], 'state', 'queued', 'progress', '0', 'error', ARGV[4], 'updated_at', ARGV[3])
-          redis.call('RPUSH', KEYS[3], ARGV[1])
-          return 'requeued'",
-    )
+    fn lease_ms(&self) -> u64 {
+        self.settings.lease.as_millis() as u64
+    }
 }
 
 /// The `stems` field of a job record: comma-separated names.
@@ -534,11 +635,27 @@ fn job_fields(job: &Job) -> Vec<(&'static str, String)> {
     if let Some(s) = &job.callback_status {
         f.push(("callback_status", s.clone()));
     }
+    if let Some(u) = &job.upload {
+        f.push(("upload", u.to_string()));
+    }
     f
 }
 
 fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job> {
-    let mut job = Job::new(hash.clone(), String::new(), None);
+    let mut job = Job {
+        hash: hash.clone(),
+        model: String::new(),
+        stems: Vec::new(),
+        callback: None,
+        upload: None,
+        state: JobState::Queued,
+        progress: 0,
+        attempts: 0,
+        error: None,
+        callback_status: None,
+        created_at: 0,
+        updated_at: 0,
+    };
     let num = |v: &str| {
         v.parse::<i64>()
             .map_err(|_| Error::Corrupt(format!("number {v:?}")))
@@ -566,6 +683,7 @@ fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job
             }
             "error" => job.error = Some(v),
             "callback_status" => job.callback_status = Some(v),
+            "upload" => job.upload = Some(v.parse()?),
             _ => {}
         }
     }

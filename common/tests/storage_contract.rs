@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use stemsep_common::job::{SongHash, Track, DEFAULT_MODEL};
+use stemsep_common::job::{Job, SongHash, Track, DEFAULT_MODEL};
 use stemsep_common::storage::{GcsStorage, LocalStorage, ObjectKey, ObjectReader, Storage};
 use stemsep_common::Error;
 use stemsep_testkit::{tone_mp3, FakeGcs};
@@ -23,7 +23,7 @@ async fn contract(s: &dyn Storage, seed: u64) {
 
     let mp3 = tone_mp3(330.0, 0.5, seed);
     let hash = SongHash::compute(&mp3, DEFAULT_MODEL);
-    let input = ObjectKey::input(&hash);
+    let input = ObjectKey::input(&Job::new(hash.clone(), DEFAULT_MODEL.into(), None));
     let stem = ObjectKey::stem(&hash, &"drums".parse::<Track>().unwrap());
 
     // Absent objects.

@@ -50,6 +50,10 @@ REQUIRED_ENV_WORKER = {"STEMSEP_MODEL_DIR": "its default is not where the image 
 OTHER_ENV = {"RUST_LOG", "RUST_BACKTRACE"}
 # A job must fit in the grace period: 10 minutes of song take most of 900 s.
 MIN_TERMINATION_GRACE = 600
+# The bucket lifecycle rule of a gcs overlay (gcloud storage buckets update --lifecycle-file).
+LIFECYCLE_FILE = "bucket-lifecycle.json"
+# Where the API's objects live in the bucket (common/src/storage/mod.rs ObjectKey).
+OBJECT_PREFIXES = ("output/", "queue/")
 
 
 @dataclass
@@ -306,6 +310,7 @@ def check_rest(r: Rendered, env: dict[str, str], facts: code_facts.CodeFacts, re
         p = container_port(c, get.get("port"))
         if port is not None and p != port:
             rep.fail(f"{who}: {probe} port {get.get('port')} is not the server's port {port}")
+    check_edge(env, allowed, rep, who)
     if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
         rep.fail(f"{who}: readiness must be /healthz (Redis and storage reachable)")
     if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/":
@@ -327,6 +332,73 @@ def check_rest(r: Rendered, env: dict[str, str], facts: code_facts.CodeFacts, re
     body = f"{mib}m" if mib and mib.isdigit() else BODY_SIZE
     for ing in r.all("Ingress"):
         check_ingress(ing, r, rep, body)
+
+
+def check_edge(env: dict[str, str], allowed: dict, rep: Report, who: str) -> None:
+    """A cluster is on the open internet: API keys on, taken from a Secret, and no removal by GET."""
+    if "STEMSEP_AUTH" not in allowed:
+        rep.pending.append(f"{who}: rest/src reads no STEMSEP_AUTH yet: authentication unchecked")
+        return
+    if effective("STEMSEP_AUTH", env, allowed) != "keys":
+        rep.fail(f"{who}: STEMSEP_AUTH must be keys in a cluster (anyone reaching the ingress could "
+                 f"enqueue songs, list hashes and delete stems)")
+    keys = env.get("STEMSEP_API_KEYS", "")
+    if not keys.startswith("<from secretKeyRef"):
+        rep.fail(f"{who}: STEMSEP_API_KEYS must come from a Secret (env valueFrom.secretKeyRef), "
+                 f"never a value in the manifests")
+    if effective("STEMSEP_REMOVE_BY_GET", env, allowed) != "false":
+        rep.fail(f"{who}: STEMSEP_REMOVE_BY_GET must be false in a cluster (a link would delete stems)")
+
+
+def find_file(d: Path, name: str) -> Path | None:
+    """`name` in the kustomization `d` or, failing that, in the directories it builds on."""
+    if (d / name).is_file():
+        return d / name
+    for res in render._kustomization(d).get("resources") or []:
+        sub = (d / res).resolve()
+        if sub.is_dir():
+            found = find_file(sub, name)
+            if found:
+                return found
+    return None
+
+
+def check_lifecycle(d: Path, env: dict[str, str], facts: code_facts.CodeFacts, rep: Report) -> None:
+    """With gcs storage, the bucket's lifecycle rule deletes objects when the workers' retention
+    deletes them: the same number of days (0: no Delete rule on the API's objects)."""
+    if env.get("STEMSEP_STORAGE") != "gcs":
+        return
+    allowed = facts.allowed_env("worker")
+    if "STEMSEP_RETENTION_SECS" not in allowed:
+        rep.pending.append("common/src reads no STEMSEP_RETENTION_SECS yet: lifecycle unchecked")
+        return
+    raw = effective("STEMSEP_RETENTION_SECS", env, allowed) or "0"
+    if not raw.isdigit():
+        rep.fail(f"STEMSEP_RETENTION_SECS {raw!r} is not a number of seconds")
+        return
+    secs = int(raw)
+    path = find_file(d, LIFECYCLE_FILE)
+    if path is None:
+        rep.fail(f"gcs storage without {LIFECYCLE_FILE} next to the overlay: the bucket keeps what "
+                 f"the workers' retention (STEMSEP_RETENTION_SECS {secs}) deletes, and orphans forever")
+        return
+    try:
+        rules = json.loads(path.read_text()).get("rule", [])
+    except (json.JSONDecodeError, AttributeError) as e:
+        rep.fail(f"{path.name} is not a lifecycle configuration: {e}")
+        return
+    want = -(-secs // 86400)
+    for prefix in OBJECT_PREFIXES:
+        ages = [r.get("condition", {}).get("age") for r in rules
+                if r.get("action", {}).get("type") == "Delete"
+                and prefix in r.get("condition", {}).get("matchesPrefix", [])]
+        if secs == 0 and ages:
+            rep.fail(f"{path.name}: deletes {prefix} objects after {ages} day(s), but "
+                     f"STEMSEP_RETENTION_SECS 0 keeps them")
+        elif secs and ages != [want]:
+            rep.fail(f"{path.name}: the lifecycle rule for {prefix} must delete after {want} day(s) "
+                     f"(STEMSEP_RETENTION_SECS {secs}), found {ages or 'none'}")
+    rep.notes.append(f"bucket lifecycle: {path.relative_to(ROOT)} matches the retention")
 
 
 def check_ingress(ing: dict, r: Rendered, rep: Report, body_size: str = BODY_SIZE) -> None:
@@ -480,7 +552,8 @@ def check_redis(r: Rendered, envs: dict[str, dict], rep: Report) -> None:
             rep.notes.append(f"Deployment/{comp}: uses an external Redis at {url.hostname}")
 
 
-def check_agreement(objs: list[dict], facts: code_facts.CodeFacts, rep: Report) -> None:
+def check_agreement(objs: list[dict], facts: code_facts.CodeFacts, rep: Report,
+                    target: Path | None = None) -> None:
     r = Rendered(objs)
     envs = {comp: check_component(comp, r, facts, rep) for comp in ("rest", "worker")}
     # Settings both binaries read must reach both with one value (e.g. a song-length limit the API
@@ -493,6 +566,8 @@ def check_agreement(objs: list[dict], facts: code_facts.CodeFacts, rep: Report) 
     check_rest(r, envs["rest"], facts, rep)
     check_worker(r, envs["worker"], facts, rep)
     check_redis(r, envs, rep)
+    if target is not None:
+        check_lifecycle(target, envs["worker"], facts, rep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         objs = render_target(d, swap, rep)
         if objs is not None:
             validate_schemas(objs, rep)
-            check_agreement(objs, facts, rep)
+            check_agreement(objs, facts, rep, d)
         reports.append(rep)
     for rep in reports:
         rep.print()

@@ -87,7 +87,11 @@ REST_SOURCES = {
         '    /// Listen address.\n    #[arg(long, env = "STEMSEP_BIND",\n'
         '          default_value = "0.0.0.0:5000")]\n    pub bind: String,\n'
         '    /// Longest song, s.\n    #[arg(long, env = "STEMSEP_MAX_SECONDS", default_value_t = 1200)]\n'
-        "    pub max_seconds: u64,\n}\n"
+        "    pub max_seconds: u64,\n"
+        '    /// Keys.\n    #[arg(long, env = "STEMSEP_AUTH", default_value = "off")]\n    pub auth: String,\n'
+        '    #[arg(long, env = "STEMSEP_API_KEYS", default_value = "")]\n    pub api_keys: String,\n'
+        '    #[arg(long, env = "STEMSEP_REMOVE_BY_GET", default_value_t = true)]\n    pub rbg: bool,\n'
+        '    #[arg(long, env = "STEMSEP_MAX_UPLOADS", default_value_t = 4)]\n    pub up: u64,\n}\n'
     ),
     "src/startup.rs": (
         'App::new().route("/", web::get().to(index)).route("/healthz", web::get().to(healthz))\n'

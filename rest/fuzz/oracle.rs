@@ -3,7 +3,6 @@
 //! replays the committed corpus through it on stable in `make test`.
 
 use actix_web::ResponseError;
-use stemsep_rest::routes::jobs::SeparateRequest;
 use stemsep_rest::submission::Submission;
 
 /// The server's default limits (`STEMSEP_MAX_SECONDS`) and a second model, so that the model
@@ -14,22 +13,18 @@ const MODELS: [&str; 2] = ["htdemucs", "htdemucs_6s"];
 /// Longest error message: client input is quoted shortened, never echoed whole.
 const MAX_MESSAGE: usize = 1000;
 
-/// Parses `body` as actix-web's JSON extractor does (a failure there is a 400 from serde_json),
-/// then checks it as the handler does: every input ends in an accepted submission or a 4xx
-/// with a short message, and nothing panics.
+/// Checks `body` as the handler does once it has read it: every input ends in an accepted
+/// submission or a 4xx with a short message, and nothing panics.
 pub fn check(body: &[u8]) {
-    let Ok(req) = serde_json::from_slice::<SeparateRequest>(body) else {
-        return;
-    };
     let models = MODELS.map(String::from);
-    match Submission::check(req, &models, MAX_SECONDS) {
+    match Submission::parse(body, &models, MAX_SECONDS) {
         Ok(s) => {
             assert!(models.contains(&s.model), "{s:?}");
             assert!(
                 s.info.seconds > 0.0 && s.info.seconds <= MAX_SECONDS as f64,
                 "{s:?}"
             );
-            assert_eq!(s.hash().as_str().len(), 56);
+            assert_eq!(s.hash.as_str().len(), 56);
             if let Some(cb) = &s.callback {
                 assert!(
                     cb.url.starts_with("http://") || cb.url.starts_with("https://"),

@@ -10,9 +10,23 @@ pub enum ApiError {
     /// Malformed request: bad JSON, base64, URL, model, hash or path (400).
     #[error("{0}")]
     BadRequest(String),
+    /// No API key, or an unknown one, where keys are required (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// No such song, job or stem (404).
     #[error("{0}")]
     NotFound(String),
+    /// The route exists but not for this method on this server (405); carries the allowed one.
+    #[error("{what}")]
+    MethodNotAllowed {
+        /// What to do instead.
+        what: String,
+        /// The method that is allowed.
+        allow: &'static str,
+    },
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The body exceeds the configured limit (413).
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -22,6 +36,20 @@ pub enum ApiError {
     /// Well-formed but unusable content: not a decodable MP3, or too long (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The client sent more requests than its rate allows (429).
+    #[error("too many requests: slow down and retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds until the next request is allowed.
+        retry_after: u64,
+    },
+    /// The server is at a limit (queue full, uploads in flight) and refuses more for now (503).
+    #[error("{what}")]
+    Busy {
+        /// Which limit, in words.
+        what: String,
+        /// Seconds after which trying again makes sense.
+        retry_after: u64,
+    },
     /// Redis is unreachable (503); the server recovers by itself when it returns.
     #[error("the job queue (Redis) is unavailable, try again shortly: {0}")]
     QueueUnavailable(String),
@@ -73,13 +101,17 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::QueueUnavailable(_)
+            | ApiError::StorageUnavailable(_)
+            | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +124,15 @@ impl ResponseError for ApiError {
             }
             ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => {
                 resp.insert_header(("Retry-After", "5"));
+            }
+            ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after, .. } => {
+                resp.insert_header(("Retry-After", retry_after.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                resp.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow, .. } => {
+                resp.insert_header(("Allow", *allow));
             }
             _ => {}
         }

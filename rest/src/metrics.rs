@@ -17,6 +17,7 @@ pub struct Metrics {
     submissions: IntCounterVec,
     queue_depth: IntGaugeVec,
     redis_up: IntGauge,
+    uploads: IntGauge,
 }
 
 impl Metrics {
@@ -57,12 +58,18 @@ impl Metrics {
         .expect("valid metric");
         let redis_up = IntGauge::new("stemsep_redis_up", "1 if Redis answered at the last scrape")
             .expect("valid metric");
+        let uploads = IntGauge::new(
+            "stemsep_uploads_in_flight",
+            "Uploads being read and checked, read at scrape time",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(submissions.clone()),
             Box::new(queue_depth.clone()),
             Box::new(redis_up.clone()),
+            Box::new(uploads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -73,6 +80,7 @@ impl Metrics {
             submissions,
             queue_depth,
             redis_up,
+            uploads,
         }
     }
 
@@ -92,21 +100,28 @@ impl Metrics {
         self.submissions.with_label_values(&[outcome]).inc();
     }
 
-    /// Records queue lengths (`toWorker`, `processing`, dead letters), or Redis being down.
-    pub fn set_queue(&self, depths: Option<(u64, u64, u64)>) {
+    /// Records queue lengths (`toWorker`, `processing`, dead letters, the delayed set), or Redis
+    /// being down.
+    pub fn set_queue(&self, depths: Option<((u64, u64, u64), u64)>) {
         match depths {
-            Some((waiting, processing, dead)) => {
+            Some(((waiting, processing, dead), delayed)) => {
                 self.redis_up.set(1);
                 for (list, n) in [
                     ("waiting", waiting),
                     ("processing", processing),
                     ("dead", dead),
+                    ("delayed", delayed),
                 ] {
                     self.queue_depth.with_label_values(&[list]).set(n as i64);
                 }
             }
             None => self.redis_up.set(0),
         }
+    }
+
+    /// Records how many uploads hold a slot of the upload gate.
+    pub fn set_uploads(&self, n: usize) {
+        self.uploads.set(n as i64);
     }
 
     /// The text exposition format.

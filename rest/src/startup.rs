@@ -1,21 +1,30 @@
-//! Building and running the server: listener, state, route table, body limits, metrics.
+//! Building and running the server: listener, state, route table, the edge guard, metrics, and
+//! the upkeep it does on a timer.
 
 use std::net::TcpListener;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::error::JsonPayloadError;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
+use crate::auth::AuthMode;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::guard::guard;
+use crate::limits::{RateLimits, UploadGate};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_json;
 use crate::routes::page::{self, Page};
 use crate::routes::{health, jobs, models, stems};
 use crate::state::AppState;
+
+/// How often the server returns jobs past their back-off to the queue, deletes jobs past their
+/// retention (workers do both too; the API does them as well because KEDA may have scaled the
+/// workers to zero meanwhile) and forgets idle rate-limit buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -25,21 +34,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects nothing yet (Redis is reached lazily, so the server starts while Redis is down),
-    /// opens storage, binds `settings.bind` and registers every route.
+    /// Checks the settings, connects nothing yet (Redis is reached lazily, so the server starts
+    /// while Redis is down), opens storage, binds `settings.bind` and registers every route.
     pub async fn build(settings: &Settings) -> std::io::Result<Self> {
-        let queue = settings.redis.queue().map_err(std::io::Error::other)?;
+        settings
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut queue_settings = settings.redis.queue_settings();
+        queue_settings.max_queued = (settings.max_queue > 0).then_some(settings.max_queue);
+        let queue =
+            stemsep_common::queue::Queue::new(queue_settings).map_err(std::io::Error::other)?;
         let storage = settings
             .storage
             .storage()
             .await
             .map_err(std::io::Error::other)?;
-        let models: Vec<String> = settings
-            .models
-            .iter()
-            .map(|m| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
-            .collect();
+        let models = settings.model_names();
         // The page's own list, for when GET /apiv1/models cannot answer: the configured names, or
         // the default model the lab clients use.
         let fallback = if models.is_empty() {
@@ -48,11 +58,22 @@ impl Application {
             models.clone()
         };
         let page = Page::render(&fallback, settings.max_body_bytes());
+        let keys = match settings.auth {
+            AuthMode::Off => None,
+            AuthMode::Keys => Some(Arc::new(settings.api_keys.clone())),
+        };
         let state = AppState {
             queue,
             storage,
-            models,
+            models: models.into(),
             max_seconds: settings.max_seconds,
+            max_body: settings.max_body_bytes(),
+            keys,
+            rates: RateLimits::new(settings.rate_per_min, settings.rate_burst).map(Arc::new),
+            uploads: UploadGate::new(
+                settings.max_uploads as usize,
+                Duration::from_secs(settings.upload_wait_secs),
+            ),
             metrics: Metrics::new(),
             page,
         };
@@ -61,8 +82,8 @@ impl Application {
         let server = serve(
             listener,
             state.clone(),
-            settings.max_body_bytes(),
-            settings.http_workers,
+            settings.http_workers as usize,
+            settings.remove_by_get,
         )?;
         Ok(Application {
             port,
@@ -83,27 +104,50 @@ impl Application {
 
     /// Serves until the process is stopped (SIGINT/SIGTERM stop it gracefully).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let upkeep = tokio::spawn(upkeep(self.state.clone()));
+        let served = self.server.await;
+        upkeep.abort();
+        served
+    }
+}
+
+/// What the server does on a timer: see [`UPKEEP_EVERY`].
+async fn upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(UPKEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.queue.promote_due(1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(promoted = n, "back-off over: jobs returned to the queue"),
+            // Redis being down is reported by the requests that need it.
+            Err(e) => tracing::debug!(error = %e, "delayed jobs not promoted"),
+        }
+        if let Err(e) = stemsep_common::retention::sweep(&state.queue, &state.storage).await {
+            tracing::debug!(error = %e, "retention sweep failed");
+        }
+        if let Some(rates) = &state.rates {
+            rates.forget_idle();
+        }
     }
 }
 
 fn serve(
     listener: TcpListener,
     state: AppState,
-    max_body: usize,
     workers: usize,
+    remove_by_get: bool,
 ) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
-        let json = web::JsonConfig::default()
-            .limit(max_body)
-            // requests sends JSON with its content type, but curl users often forget it.
-            .content_type_required(false)
-            .error_handler(move |err, _req| json_error(err, max_body).into());
+        let remove_get = if remove_by_get {
+            web::get().to(stems::remove)
+        } else {
+            web::get().to(stems::remove_by_get_refused)
+        };
         App::new()
             .app_data(data.clone())
-            .app_data(json)
-            .app_data(web::PayloadConfig::new(max_body))
+            .wrap(from_fn(guard))
             .wrap(from_fn(observe))
             .route("/", web::get().to(page::index))
             .route("/assets/{name}", web::get().to(page::asset))
@@ -118,27 +162,16 @@ fn serve(
                     // `{track:.*}` takes the rest of the path, so extra segments and encoded
                     // slashes reach the track check (400) instead of a bare 404.
                     .route("/track/{hash}/{track:.*}", web::get().to(stems::track))
-                    .route("/remove/{hash}/{track:.*}", web::get().to(stems::remove))
+                    .route("/remove/{hash}/{track:.*}", remove_get)
                     .route("/remove/{hash}/{track:.*}", web::delete().to(stems::remove))
                     .route("/openapi.json", web::get().to(openapi_json)),
             )
             .default_service(web::to(not_found))
     })
-    .workers(workers.max(1))
+    .workers(workers)
     .listen(listener)?
     .run();
     Ok(server)
-}
-
-/// Oversize bodies are 413, everything else wrong with the JSON is 400.
-fn json_error(err: JsonPayloadError, max_body: usize) -> ApiError {
-    match err {
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::body_too_large(max_body)
-        }
-        JsonPayloadError::ContentType => ApiError::BadRequest("the body must be JSON".into()),
-        other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
-    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use stemsep_common::queue::Queue;
 use stemsep_common::storage::Storage;
 
+use crate::auth::ApiKeys;
+use crate::limits::{RateLimits, UploadGate};
 use crate::metrics::Metrics;
 use crate::routes::page::Page;
 
@@ -16,9 +18,17 @@ pub struct AppState {
     /// Where inputs and stems live.
     pub storage: Arc<dyn Storage>,
     /// Model names a client may request; empty for every model the workers announce.
-    pub models: Vec<String>,
+    pub models: Arc<[String]>,
     /// Longest accepted song, seconds.
     pub max_seconds: u64,
+    /// Largest accepted request body, bytes.
+    pub max_body: usize,
+    /// The accepted API keys; `None` when authentication is off.
+    pub keys: Option<Arc<ApiKeys>>,
+    /// Requests per client; `None` for no limit.
+    pub rates: Option<Arc<RateLimits>>,
+    /// Uploads read and checked at once.
+    pub uploads: UploadGate,
     /// The API's Prometheus instruments.
     pub metrics: Metrics,
     /// The web page, rendered at start-up.

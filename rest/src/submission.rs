@@ -1,6 +1,6 @@
-//! What a `POST /apiv1/separate` body must be before it reaches Redis or storage: a model the
-//! server offers, an http(s) callback, base64 of audio the worker can decode, no longer than the
-//! limit. The handler and the `separate_body` fuzz target (`rest/fuzz/`) run this same code, so
+//! What a `POST /apiv1/separate` body must be before it reaches Redis or storage: a JSON object
+//! naming a model the server offers, an http(s) callback, base64 of audio the worker can decode,
+//! no longer than the limit. The handler and the `separate_body` fuzz target (`rest/fuzz/`) run this same code, so
 //! what the fuzzer proves about it holds for the server.
 
 use base64::Engine as _;
@@ -23,9 +23,23 @@ pub struct Submission {
     pub audio: Bytes,
     /// What the audio check found: length, sample rate, channels.
     pub info: AudioInfo,
+    /// The song hash: SHA-224 of the bytes, with the model mixed in unless it is the default.
+    pub hash: SongHash,
 }
 
 impl Submission {
+    /// Checks a request body: a JSON object (serde would also read the fields of a JSON array,
+    /// in order), then [`Submission::check`]. CPU-bound: call it off the event loop.
+    pub fn parse(body: &[u8], models: &[String], max_seconds: u64) -> Result<Submission, ApiError> {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(not_an_object("the body"));
+        }
+        let req: SeparateRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("invalid JSON body: {}", shorten(&e.to_string())))
+        })?;
+        Submission::check(req, models, max_seconds)
+    }
+
     /// Checks `req` in the order the client's mistakes are reported: the model is one of
     /// `models`, the callback URL is http(s) with a host, `mp3` is base64, and its bytes are audio
     /// the worker decodes ([`stemsep_audio::probe`]), at most `max_seconds` long. Every failure
@@ -43,8 +57,18 @@ impl Submission {
                 models.join(", ")
             )));
         }
-        let callback = req.callback.map(validate_callback).transpose()?;
+        let callback = match req.callback {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v @ serde_json::Value::Object(_)) => {
+                let cb: CallbackRequest = serde_json::from_value(v).map_err(|e| {
+                    ApiError::BadRequest(format!("invalid callback: {}", shorten(&e.to_string())))
+                })?;
+                Some(validate_callback(cb)?)
+            }
+            Some(_) => return Err(not_an_object("callback")),
+        };
         let audio = decode_base64(&req.mp3)?;
+        drop(req.mp3);
         let max_duration = std::time::Duration::from_secs(max_seconds);
         let info = stemsep_audio::probe(&audio, max_duration).map_err(|e| match e {
             AudioError::TooLong { secs, .. } => ApiError::Unprocessable(format!(
@@ -54,18 +78,21 @@ impl Submission {
             )),
             other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
         })?;
+        let hash = SongHash::compute(&audio, &model);
         Ok(Submission {
             model,
             callback,
             audio,
             info,
+            hash,
         })
     }
+}
 
-    /// The song hash: SHA-224 of the bytes, with the model mixed in unless it is the default.
-    pub fn hash(&self) -> SongHash {
-        SongHash::compute(&self.audio, &self.model)
-    }
+fn not_an_object(what: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "{what} must be a JSON object, as in {{\"mp3\": \"<base64>\", \"callback\": {{\"url\": \"...\", \"data\": ...}}}}"
+    ))
 }
 
 fn validate_callback(cb: CallbackRequest) -> Result<Callback, ApiError> {

@@ -40,7 +40,7 @@ pub struct WorkerArgs {
     )]
     pub callback_allow: Vec<String>,
     /// Seconds one callback try may take.
-    #[arg(long, env = "STEMSEP_CALLBACK_TIMEOUT_SECS", default_value_t = 5)]
+    #[arg(long, env = "STEMSEP_CALLBACK_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub callback_timeout_secs: u64,
     /// Base URL clients download stems from; callbacks carry `<base>/apiv1/track/<hash>/<track>.mp3`.
     #[arg(
@@ -59,7 +59,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "STEMSEP_GRACE_SECS", default_value_t = 20)]
     pub grace_secs: u64,
     /// Seconds one claim waits on an empty queue (also how soon a stop request is noticed).
-    #[arg(long, env = "STEMSEP_CLAIM_BLOCK_SECS", default_value_t = 2)]
+    #[arg(long, env = "STEMSEP_CLAIM_BLOCK_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub claim_block_secs: u64,
 }
 
@@ -90,8 +90,16 @@ pub struct RunnerConfig {
 }
 
 impl WorkerArgs {
-    /// Validates the arguments into the runner's settings.
+    /// Validates the arguments into the runner's settings: a value that would fail every job
+    /// (a bitrate LAME lacks, a model directory that is not there) is refused here, so the
+    /// worker stops at start-up with the reason.
     pub fn runner_config(&self) -> Result<RunnerConfig, Error> {
+        if !self.model_dir.is_dir() {
+            return Err(Error::Config(format!(
+                "model directory {} does not exist (STEMSEP_MODEL_DIR)",
+                self.model_dir.display()
+            )));
+        }
         if !stemsep_audio::BITRATES_KBPS.contains(&self.bitrate) {
             return Err(Error::Config(format!(
                 "bitrate {} kbit/s is not one LAME encodes ({:?})",
@@ -120,12 +128,12 @@ impl WorkerArgs {
                 bitrate_kbps: self.bitrate,
                 max_duration: Duration::from_secs(self.max_seconds),
             },
-            claim_block: Duration::from_secs(self.claim_block_secs.clamp(1, 30)),
+            claim_block: Duration::from_secs(self.claim_block_secs),
             grace: Duration::from_secs(self.grace_secs),
             callback: CallbackSettings {
                 allow: Allowlist::parse(&self.callback_allow)?,
                 public_url: self.public_url.clone(),
-                timeout: Duration::from_secs(self.callback_timeout_secs.max(1)),
+                timeout: Duration::from_secs(self.callback_timeout_secs),
                 tries: 3,
                 backoff: Duration::from_millis(500),
             },
@@ -138,36 +146,60 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The arguments with `--model-dir` pointing at a directory that exists.
+    fn parse(args: &[&str]) -> WorkerArgs {
+        let dir = std::env::temp_dir();
+        let mut all = vec!["stemsep-worker", "--model-dir", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        WorkerArgs::try_parse_from(all).unwrap()
+    }
+
     #[test]
     fn defaults_and_flags() {
-        let a = WorkerArgs::try_parse_from(["stemsep-worker"]).unwrap();
+        let a = parse(&[]);
         let c = a.runner_config().unwrap();
         assert_eq!(c.separate.bitrate_kbps, 320);
         assert_eq!(c.separate.max_duration, Duration::from_secs(1200));
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.callback.allow, Allowlist::default());
-        let a = WorkerArgs::try_parse_from([
-            "stemsep-worker",
+        let a = parse(&[
             "--callback-allow",
             "127.0.0.1,10.0.0.0/8",
             "--worker-id",
             "w1",
             "--bitrate",
             "128",
-        ])
-        .unwrap();
+        ]);
         let c = a.runner_config().unwrap();
         assert_eq!(c.worker_id, "w1");
         assert_eq!(
             c.callback.allow,
             Allowlist::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap()
         );
-        let bad =
-            WorkerArgs::try_parse_from(["stemsep-worker", "--callback-allow", "a b"]).unwrap();
-        assert!(bad.runner_config().is_err());
+        assert!(parse(&["--callback-allow", "a b"]).runner_config().is_err());
         // Within 8-320 but not a bitrate LAME has: refused at start-up, not by every job.
-        let bad = WorkerArgs::try_parse_from(["stemsep-worker", "--bitrate", "300"]).unwrap();
-        let e = bad.runner_config().unwrap_err().to_string();
+        let e = parse(&["--bitrate", "300"])
+            .runner_config()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("300") && e.contains("320"), "{e}");
+        let e = WorkerArgs::try_parse_from(["stemsep-worker", "--model-dir", "/nonexistent"])
+            .unwrap()
+            .runner_config()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent"), "{e}");
+        // Out-of-range numbers are refused by the parser itself.
+        for bad in [
+            &["--lease-secs", "0"][..],
+            &["--max-attempts", "0"],
+            &["--claim-block-secs", "0"],
+            &["--callback-timeout-secs", "0"],
+            &["--retry-secs", "0"],
+        ] {
+            let mut all = vec!["stemsep-worker"];
+            all.extend_from_slice(bad);
+            assert!(WorkerArgs::try_parse_from(all).is_err(), "{bad:?}");
+        }
     }
 }

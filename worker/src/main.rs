@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use stemsep_common::logging;
-use stemsep_worker::config::WorkerArgs;
+use stemsep_worker::config::{RunnerConfig, WorkerArgs};
 use stemsep_worker::runner;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,14 @@ fn main() -> ExitCode {
     // thread.
     unsafe { stemsep_engine::keep_freed_memory() };
     let args = WorkerArgs::parse();
+    // A bad setting stops the worker here, before it claims anything, rather than failing jobs.
+    let config = match args.runner_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stemsep-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -25,14 +33,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = rt.block_on(run(args));
+    let code = rt.block_on(run(args, config));
     // A job handed back at shutdown may still be computing on a blocking thread; its result is
     // no longer wanted, so do not wait for it.
     rt.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
-async fn run(args: WorkerArgs) -> ExitCode {
+async fn run(args: WorkerArgs, config: RunnerConfig) -> ExitCode {
     match args.redis.queue() {
         Ok(q) => {
             logging::init(q, "worker", logging::DEFAULT_MAX_LINES);
@@ -44,7 +52,7 @@ async fn run(args: WorkerArgs) -> ExitCode {
     }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
-    match runner::serve(args, stop).await {
+    match runner::serve(args, config, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -20,12 +20,16 @@ pub struct Metrics {
     pub jobs_done: IntCounter,
     /// Failed attempts (each retried or dead-lettered one).
     pub jobs_failed: IntCounter,
-    /// Failed attempts returned to `toWorker` for another try.
+    /// Failed attempts queued for another try after a back-off.
     pub jobs_retried: IntCounter,
     /// Jobs moved to the dead-letter list after their last attempt.
     pub jobs_dead: IntCounter,
     /// Jobs handed back unfinished at shutdown.
     pub jobs_released: IntCounter,
+    /// Attempts abandoned or not acknowledged because the job was no longer this worker's.
+    pub jobs_lost: IntCounter,
+    /// Finished jobs deleted at the end of their retention.
+    pub jobs_expired: IntCounter,
     /// Jobs the reaper of this process took from dead workers, by outcome (`requeued`, `dead`).
     pub jobs_reaped: IntCounterVec,
     /// Callbacks by outcome (`delivered`, `refused`, `failed`).
@@ -37,7 +41,8 @@ pub struct Metrics {
     pub segment_seconds: Histogram,
     /// Wall time of one job from claim to acknowledgement, in seconds.
     pub job_seconds: Histogram,
-    /// Length of the queue's lists (`toWorker`, `processing`, `deadLetter`), sampled by the reaper.
+    /// Length of the queue's lists (`toWorker`, `processing`, `deadLetter`) and of the delayed
+    /// set (`delayed`), sampled by the reaper.
     pub queue_depth: IntGaugeVec,
 }
 
@@ -67,6 +72,14 @@ impl Metrics {
         let jobs_released = counter(
             "stemsep_worker_jobs_released_total",
             "Jobs handed back at shutdown",
+        )?;
+        let jobs_lost = counter(
+            "stemsep_worker_jobs_lost_total",
+            "Attempts given up because another worker owns the job now",
+        )?;
+        let jobs_expired = counter(
+            "stemsep_worker_jobs_expired_total",
+            "Finished jobs deleted when their retention ended",
         )?;
         let jobs_reaped = IntCounterVec::new(
             Opts::new(
@@ -114,6 +127,8 @@ impl Metrics {
             jobs_retried,
             jobs_dead,
             jobs_released,
+            jobs_lost,
+            jobs_expired,
             jobs_reaped,
             callbacks,
             segment_seconds,

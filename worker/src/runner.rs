@@ -1,12 +1,17 @@
 //! The worker loop: claim → fetch the input → separate → store the stems → acknowledge → callback.
 //!
-//! Delivery is at-least-once (see `stemsep_common::queue`): a claimed job holds a lease that a
-//! [`heartbeat`] refreshes every third of its lifetime; every worker also runs the [`reaper`],
-//! which gives the jobs of dead workers to live ones. A failed attempt goes back to the queue
-//! until the job is out of attempts, then to the dead-letter list with its reason. Redis outages
-//! are waited out: the loop backs off, reconnects and goes on. A stop request (SIGTERM) ends
-//! claiming; the job in hand gets a grace period to finish and is handed back otherwise.
+//! Delivery is at-least-once and completion exactly-once (see `stemsep_common::queue`): a claim
+//! carries a fencing token; a [`heartbeat`] refreshes its lease every third of its lifetime and
+//! cancels the attempt as soon as Redis says the job is no longer this claim's. Every worker also
+//! runs the [`reaper`], which returns jobs past their back-off to the queue, gives the jobs of lost
+//! workers to live ones and deletes jobs past their retention ([`retention`]). A failed attempt
+//! is retried after a back-off when another attempt could succeed, and failed at once when the
+//! song itself is at fault. Redis outages are waited out: the loop backs off, reconnects and goes
+//! on. A stop request (SIGTERM) ends claiming; the job in hand gets a grace period to finish and
+//! is handed back otherwise. What follows a job's end — its input deleted, its callback — is the
+//! [`finish`] module's.
 
+pub mod finish;
 pub mod heartbeat;
 pub mod reaper;
 
@@ -16,20 +21,21 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use stemsep_common::job::{Job, JobState, Track};
-use stemsep_common::queue::{stems_field, Claim, Failed, Queue};
+use stemsep_common::job::{JobState, Track};
+use stemsep_common::queue::{Claim, Failed, Queue};
 use stemsep_common::storage::{ObjectKey, Storage};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::callback::Notifier;
-use stemsep_engine::{Mp3Sink, Progress};
+use stemsep_engine::{EngineError, Mp3Sink, Progress, StemSink};
 
 use crate::config::{JobOptions, RunnerConfig, WorkerArgs};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::models::{Loaded, Models};
+use finish::Finisher;
 use heartbeat::Heartbeat;
+use reaper::Reaper;
 
 /// First pause after a Redis error; doubled on each further one.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -45,7 +51,7 @@ pub struct Runner {
     queue: Queue,
     storage: Arc<dyn Storage>,
     models: Models,
-    notifier: Notifier,
+    finisher: Finisher,
     metrics: Arc<Metrics>,
 }
 
@@ -55,6 +61,18 @@ enum Ending {
     Separated(Vec<Track>),
     Failed(Error),
     HandedBack,
+    /// The job stopped being ours while the attempt ran.
+    Lost,
+}
+
+impl Ending {
+    fn of(result: Result<Vec<Track>, Error>) -> Self {
+        match result {
+            Ok(tracks) => Ending::Separated(tracks),
+            Err(Error::Lost) => Ending::Lost,
+            Err(e) => Ending::Failed(e),
+        }
+    }
 }
 
 impl Runner {
@@ -67,12 +85,13 @@ impl Runner {
     ) -> Self {
         let models = Models::new(config.model_dir.clone());
         let notifier = Notifier::new(config.callback.clone());
+        let finisher = Finisher::new(queue.clone(), storage.clone(), notifier, metrics.clone());
         Runner {
             config,
             queue,
             storage,
             models,
-            notifier,
+            finisher,
             metrics,
         }
     }
@@ -81,19 +100,21 @@ impl Runner {
     /// job, waits for pending callbacks (up to the grace period) and returns.
     pub async fn run_until_stopped(&self, stop: CancellationToken) {
         let lease = self.queue.settings().lease;
-        let reaper = tokio::spawn(reaper::run(
-            self.queue.clone(),
-            self.metrics.clone(),
-            (lease / 2).max(Duration::from_millis(250)),
+        let reaper = Reaper {
+            queue: self.queue.clone(),
+            storage: self.storage.clone(),
+            finisher: self.finisher.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let reaper = tokio::spawn(reaper.run(
+            (lease / 4).max(Duration::from_millis(250)),
             stop.child_token(),
         ));
         tracing::info!(worker = %self.config.worker_id, "worker started");
         self.announce_models(&stop).await;
-        let mut callbacks = JoinSet::new();
         let mut backoff = Backoff::default();
         let mut blocking = None;
         while !stop.is_cancelled() {
-            while callbacks.try_join_next().is_some() {}
             let conn = match &mut blocking {
                 Some(c) => c,
                 None => match self.queue.blocking_conn(self.config.claim_block).await {
@@ -114,7 +135,7 @@ impl Runner {
                 Ok(None) => backoff.ok(),
                 Ok(Some(claim)) => {
                     backoff.ok();
-                    self.run_claim(claim, &stop, &mut callbacks).await;
+                    self.run_claim(claim, &stop).await;
                 }
                 Err(e) => {
                     // A fresh connection after any error: the old one may be dead or desynced.
@@ -124,17 +145,7 @@ impl Runner {
             }
         }
         tracing::info!("stop requested: no more claims");
-        if tokio::time::timeout(self.config.grace, async {
-            while callbacks.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
-        {
-            tracing::warn!(
-                pending = callbacks.len(),
-                "callbacks still running at exit, abandoned"
-            );
-        }
+        self.finisher.drain(self.config.grace).await;
         reaper.abort();
         tracing::info!("worker stopped");
     }
@@ -159,104 +170,139 @@ impl Runner {
         }
     }
 
-    /// Runs one claimed job to its end: acknowledged, failed, or handed back on stop.
-    async fn run_claim(&self, claim: Claim, stop: &CancellationToken, callbacks: &mut JoinSet<()>) {
+    /// Runs one claimed job to its end: acknowledged, failed, handed back on stop, or given up
+    /// when it stopped being ours.
+    async fn run_claim(&self, claim: Claim, stop: &CancellationToken) {
         let started = Instant::now();
         let hash = claim.job.hash.clone();
         self.metrics.jobs_claimed.inc();
-        tracing::info!(%hash, model = %claim.job.model, attempt = claim.job.attempts, "job claimed");
+        tracing::info!(%hash, model = %claim.job.model, attempt = claim.job.attempts, token = claim.token, "job claimed");
         let lease = self.queue.settings().lease;
-        let _heartbeat = Heartbeat::start(self.queue.clone(), claim.clone(), lease / 3);
+        let lost = CancellationToken::new();
+        let _heartbeat =
+            Heartbeat::start(self.queue.clone(), claim.clone(), lease / 3, lost.clone());
 
-        let work = self.attempt(&claim);
+        let work = self.attempt(&claim, &lost);
         tokio::pin!(work);
         let ending = tokio::select! {
-            r = &mut work => r.map_or_else(Ending::Failed, Ending::Separated),
+            r = &mut work => Ending::of(r),
+            _ = lost.cancelled() => Ending::Lost,
             _ = stop.cancelled() => {
                 tracing::info!(%hash, grace_secs = self.config.grace.as_secs(), "stop requested: finishing the current job");
-                match tokio::time::timeout(self.config.grace, &mut work).await {
-                    Ok(r) => r.map_or_else(Ending::Failed, Ending::Separated),
-                    Err(_) => Ending::HandedBack,
-                }
+                let finish = async {
+                    tokio::select! {
+                        r = &mut work => Ending::of(r),
+                        _ = lost.cancelled() => Ending::Lost,
+                    }
+                };
+                tokio::time::timeout(self.config.grace, finish)
+                    .await
+                    .unwrap_or(Ending::HandedBack)
             }
         };
+        // Dropping the attempt leaves its separation thread running only until its next block:
+        // the sink sees `lost` and stops it.
+        lost.cancel();
 
         match ending {
             Ending::Separated(tracks) => {
-                if self
-                    .persist("acknowledge", || self.queue.complete(&claim))
+                match self
+                    .persist("acknowledge", || self.queue.complete(&claim, &tracks))
                     .await
-                    .is_some()
                 {
-                    self.metrics.jobs_done.inc();
-                    self.metrics
-                        .job_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    tracing::info!(%hash, secs = started.elapsed().as_secs_f64(), "job done");
-                    let mut job = claim.job.clone();
-                    job.stems = tracks;
-                    self.spawn_callback(job, JobState::Done, None, callbacks);
+                    Some(true) => {
+                        self.metrics.jobs_done.inc();
+                        self.metrics
+                            .job_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        tracing::info!(%hash, secs = started.elapsed().as_secs_f64(), "job done");
+                        let mut job = claim.job.clone();
+                        job.stems = tracks;
+                        self.finisher.finished(job, JobState::Done, None);
+                    }
+                    Some(false) => self.lost(&claim, "separated, but not acknowledged"),
+                    None => {}
                 }
             }
             Ending::Failed(e) => {
                 let reason = e.to_string();
+                let failure = e.failure();
                 self.metrics.jobs_failed.inc();
-                tracing::warn!(%hash, attempt = claim.job.attempts, error = %reason, "job attempt failed");
+                tracing::warn!(%hash, attempt = claim.job.attempts, ?failure, error = %reason, "job attempt failed");
                 match self
-                    .persist("record the failure", || self.queue.fail(&claim, &reason))
+                    .persist("record the failure", || {
+                        self.queue.fail(&claim, &reason, failure)
+                    })
                     .await
                 {
-                    Some(Failed::Retrying) => self.metrics.jobs_retried.inc(),
+                    Some(Failed::Retrying(after)) => {
+                        self.metrics.jobs_retried.inc();
+                        tracing::info!(%hash, retry_in_secs = after.as_secs_f64(), "job will be retried after a back-off");
+                    }
                     Some(Failed::Dead) => {
                         self.metrics.jobs_dead.inc();
                         tracing::error!(%hash, error = %reason, "job failed for good: dead-lettered");
-                        self.spawn_callback(
-                            claim.job.clone(),
-                            JobState::Failed,
-                            Some(reason),
-                            callbacks,
-                        );
+                        self.finisher
+                            .finished(claim.job.clone(), JobState::Failed, Some(reason));
                     }
-                    Some(Failed::NotOurs) => {
-                        tracing::info!(%hash, "job failed here but another worker holds it now")
-                    }
+                    Some(Failed::NotOurs) => self.lost(&claim, "failed, but not recorded"),
                     None => {}
                 }
             }
-            Ending::HandedBack => {
-                if self
-                    .persist("hand back", || self.queue.release(&claim))
-                    .await
-                    .is_some()
-                {
+            Ending::HandedBack => match self
+                .persist("hand back", || self.queue.release(&claim))
+                .await
+            {
+                Some(true) => {
                     self.metrics.jobs_released.inc();
                     tracing::warn!(%hash, "job not finished within the grace period: handed back");
                 }
-            }
+                Some(false) => self.lost(&claim, "not handed back"),
+                None => {}
+            },
+            Ending::Lost => self.lost(&claim, "attempt abandoned"),
         }
     }
 
+    /// Counts and logs an attempt whose job turned out to be another's.
+    fn lost(&self, claim: &Claim, what: &str) {
+        self.metrics.jobs_lost.inc();
+        tracing::warn!(hash = %claim.job.hash, token = claim.token, "{what}: the job is no longer this worker's (taken back or resubmitted)");
+    }
+
     /// One attempt at a job, up to and including storing its stems and recording which they are.
-    async fn attempt(&self, claim: &Claim) -> Result<Vec<Track>, Error> {
+    /// Stops with [`Error::Lost`] once `lost` is cancelled, and cancels it when a progress write
+    /// finds the job gone.
+    async fn attempt(&self, claim: &Claim, lost: &CancellationToken) -> Result<Vec<Track>, Error> {
         let hash = &claim.job.hash;
-        let input = self.storage.get(&ObjectKey::input(hash)).await?;
+        let input = match self.storage.get(&ObjectKey::input(&claim.job)).await {
+            Ok(bytes) => bytes,
+            Err(stemsep_common::Error::NotFound(what)) => return Err(Error::InputGone(what)),
+            Err(e) => return Err(e.into()),
+        };
         let model = self.models.get(&claim.job.model).await?;
 
         // Progress leaves the engine's thread through a watch channel, so Redis sees only the
         // latest value and never slows the engine down.
         let (tx, mut rx) = tokio::sync::watch::channel(0u8);
         let queue = self.queue.clone();
-        let h = hash.clone();
+        let progress_claim = claim.clone();
+        let progress_lost = lost.clone();
         let forward = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let p = *rx.borrow_and_update();
-                if let Err(e) = queue.set_progress(&h, p).await {
-                    tracing::debug!(hash = %h, error = %e, "progress not recorded");
+                match queue.set_progress(&progress_claim, p).await {
+                    Ok(true) => {}
+                    Ok(false) => progress_lost.cancel(),
+                    Err(e) => {
+                        tracing::debug!(hash = %progress_claim.job.hash, error = %e, "progress not recorded")
+                    }
                 }
             }
         });
         let opts = self.config.separate.clone();
         let segment_seconds = self.metrics.segment_seconds.clone();
+        let cancel = lost.clone();
         let separated = tokio::task::spawn_blocking(move || {
             // The first report comes after decoding, so only later intervals time a segment.
             let last: Mutex<Option<Instant>> = Mutex::new(None);
@@ -269,7 +315,7 @@ impl Runner {
                 }
                 tx.send_if_modified(|v| std::mem::replace(v, p) != p);
             };
-            separate(&model, &input, &opts, &progress)
+            separate(&model, &input, &opts, &progress, &cancel)
         })
         .await;
         // The last progress write must land before the acknowledgement (or failure) resets it.
@@ -277,15 +323,11 @@ impl Runner {
         let stems = separated.map_err(|e| Error::Task(e.to_string()))??;
         let tracks: Vec<Track> = stems.iter().map(|(t, _)| t.clone()).collect();
         for (track, mp3) in stems {
+            if lost.is_cancelled() {
+                return Err(Error::Lost);
+            }
             self.storage
                 .put(&ObjectKey::stem(hash, &track), Bytes::from(mp3))
-                .await?;
-        }
-        // The submission recorded the stems when the model was already announced; a job taken
-        // before that learns them here, before it is acknowledged.
-        if claim.job.stems != tracks {
-            self.queue
-                .set_note(hash, "stems", &stems_field(&tracks))
                 .await?;
         }
         Ok(tracks)
@@ -304,41 +346,21 @@ impl Runner {
             .inspect_err(|e| tracing::error!(error = %e, "gave up trying to {what}"))
             .ok()
     }
+}
 
-    /// Fires the callback of `job`, if it has one, without holding up the next claim.
-    fn spawn_callback(
-        &self,
-        job: Job,
-        state: JobState,
-        error: Option<String>,
-        callbacks: &mut JoinSet<()>,
-    ) {
-        if job.callback.is_none() {
-            return;
+/// A sink that stops the song once the attempt is cancelled: the engine checks it at every
+/// block, so a worker that lost its job stops computing within a segment or so.
+struct Cancellable<'a, S> {
+    inner: S,
+    cancel: &'a CancellationToken,
+}
+
+impl<S: StemSink> StemSink for Cancellable<'_, S> {
+    fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
+        if self.cancel.is_cancelled() {
+            return Err(EngineError::Internal("attempt cancelled".into()));
         }
-        let notifier = self.notifier.clone();
-        let queue = self.queue.clone();
-        let metrics = self.metrics.clone();
-        callbacks.spawn(async move {
-            let Some(outcome) = notifier.notify(&job, state, error.as_deref()).await else {
-                return;
-            };
-            metrics
-                .callbacks
-                .with_label_values(&[outcome.label()])
-                .inc();
-            let hash = &job.hash;
-            match &outcome {
-                crate::callback::Outcome::Delivered => tracing::info!(%hash, "callback delivered"),
-                other => tracing::warn!(%hash, outcome = %other, "callback not delivered"),
-            }
-            if let Err(e) = queue
-                .set_note(hash, "callback_status", &outcome.to_string())
-                .await
-            {
-                tracing::warn!(%hash, error = %e, "callback outcome not recorded");
-            }
-        });
+        self.inner.push(block)
     }
 }
 
@@ -349,14 +371,22 @@ fn separate(
     input: &[u8],
     opts: &JobOptions,
     progress: &dyn Progress,
+    cancel: &CancellationToken,
 ) -> Result<Vec<(Track, Vec<u8>)>, Error> {
     let audio = stemsep_audio::decode(input, opts.max_duration)?;
     let mixes = model.tracks.iter().map(|&(_, s)| vec![s]).collect();
     let rate = model.separator.info().sample_rate;
-    let mut sink = Mp3Sink::new(mixes, rate, opts.bitrate_kbps)?;
-    model.separator.separate(audio, &mut sink, progress)?;
+    let mut sink = Cancellable {
+        inner: Mp3Sink::new(mixes, rate, opts.bitrate_kbps)?,
+        cancel,
+    };
+    let separated = model.separator.separate(audio, &mut sink, progress);
+    if cancel.is_cancelled() {
+        return Err(Error::Lost);
+    }
+    separated?;
     let tracks = model.tracks.iter().map(|(t, _)| t.clone());
-    Ok(tracks.zip(sink.finish()?).collect())
+    Ok(tracks.zip(sink.inner.finish()?).collect())
 }
 
 /// Pauses between attempts to reach Redis: doubling from [`BACKOFF_MIN`] up to [`BACKOFF_MAX`],
@@ -402,10 +432,13 @@ impl Backoff {
     }
 }
 
-/// Builds the whole worker from its command line and runs it until `stop` is cancelled: storage,
-/// queue, the metrics endpoint and the claim loop.
-pub async fn serve(args: WorkerArgs, stop: CancellationToken) -> Result<(), Error> {
-    let config = args.runner_config()?;
+/// Builds the whole worker from its command line, already validated into `config`, and runs it
+/// until `stop` is cancelled: storage, queue, the metrics endpoint and the claim loop.
+pub async fn serve(
+    args: WorkerArgs,
+    config: RunnerConfig,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let queue = args.redis.queue()?;
     let storage = args.storage.storage().await?;
     let metrics = Metrics::new()?;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use e2e_support::{mp3_seconds, Env, Listener, LISTENER_IP, PATIENCE, SERIAL};
+use e2e_support::{mp3_seconds, rest_binary, Env, Listener, LISTENER_IP, PATIENCE, SERIAL};
 use serde_json::{json, Value};
 use stemsep_testkit::tone_mp3;
 
@@ -20,6 +20,8 @@ struct Stack {
     env: Env,
     api: String,
     http: reqwest::Client,
+    /// Sent as `X-API-Key` with every request, when set.
+    key: Option<String>,
 }
 
 impl Stack {
@@ -35,7 +37,10 @@ impl Stack {
         for (name, path) in models {
             env.install_model(name, path);
         }
-        let public = env.spawn_rest(rest_extra).await;
+        // The tests poll /apiv1/status 20 times a second, over the default rate for one address.
+        let mut rest_vars = vec![("STEMSEP_RATE_PER_MIN", "0")];
+        rest_vars.extend_from_slice(rest_extra);
+        let public = env.spawn_rest(&rest_vars).await;
         let mut extra = vec![("STEMSEP_PUBLIC_URL", public.as_str())];
         extra.extend_from_slice(worker_extra);
         env.spawn_worker("w-a", &extra);
@@ -51,6 +56,16 @@ impl Stack {
             env,
             api: public,
             http,
+            key: None,
+        }
+    }
+
+    /// A request to the API, with the key if the stack has one.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.api));
+        match &self.key {
+            Some(k) => r.header("X-API-Key", k),
+            None => r,
         }
     }
 
@@ -64,8 +79,7 @@ impl Stack {
             body["model"] = m.into();
         }
         let r = self
-            .http
-            .post(format!("{}/apiv1/separate", self.api))
+            .request(reqwest::Method::POST, "/apiv1/separate")
             .json(&body)
             .send()
             .await
@@ -76,8 +90,7 @@ impl Stack {
 
     async fn status(&self, hash: &str) -> Value {
         let r = self
-            .http
-            .get(format!("{}/apiv1/status/{hash}", self.api))
+            .request(reqwest::Method::GET, &format!("/apiv1/status/{hash}"))
             .send()
             .await
             .unwrap();
@@ -103,11 +116,13 @@ impl Stack {
     }
 
     async fn track(&self, hash: &str, track: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}/apiv1/track/{hash}/{track}", self.api))
-            .send()
-            .await
-            .unwrap()
+        self.request(
+            reqwest::Method::GET,
+            &format!("/apiv1/track/{hash}/{track}"),
+        )
+        .send()
+        .await
+        .unwrap()
     }
 }
 
@@ -351,4 +366,81 @@ async fn each_model_gives_its_own_stems() {
         .track(bag["hash"].as_str().unwrap(), "guitar.mp3")
         .await;
     assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_on_the_lab_flow_needs_a_key_and_get_cannot_remove() {
+    let _serial = SERIAL.lock().await;
+    let key = "lab-key-0123456789abcdef";
+    let mut stack = Stack::start(
+        "e2e-keys",
+        &[
+            ("STEMSEP_AUTH", "keys"),
+            ("STEMSEP_API_KEYS", key),
+            ("STEMSEP_REMOVE_BY_GET", "false"),
+        ],
+        &[],
+        &[],
+    )
+    .await;
+    let song = tone_mp3(360.0, 2.0, 800);
+    let body = json!({ "mp3": base64::engine::general_purpose::STANDARD.encode(&song) });
+    // The stock client, which sends no key: refused, nothing queued.
+    let r = stack
+        .http
+        .post(format!("{}/apiv1/separate", stack.api))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(stack.env.queue.waiting().await.unwrap().is_empty());
+
+    stack.key = Some(key.to_owned());
+    let hash = stack.separate(&song, None, Value::Null).await["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = stack.wait_status(&hash, "final", is_final).await;
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(stack.track(&hash, "vocals").await.status(), 200);
+    let remove = format!("/apiv1/remove/{hash}/vocals");
+    let r = stack
+        .request(reqwest::Method::GET, &remove)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(stack.track(&hash, "vocals").await.status(), 200);
+    let r = stack
+        .request(reqwest::Method::DELETE, &remove)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(stack.track(&hash, "vocals").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_stop_the_api_at_start_up() {
+    let _serial = SERIAL.lock().await;
+    let mut env = Env::new("e2e-config", 3, 3).await;
+    for (extra, says) in [
+        (vec![("STEMSEP_AUTH", "keys")], "STEMSEP_API_KEYS"),
+        (
+            vec![("STEMSEP_AUTH", "keys"), ("STEMSEP_API_KEYS", "short")],
+            "at least 16",
+        ),
+        (vec![("STEMSEP_MAX_BODY_MIB", "0")], "max-body-mib"),
+        (vec![("STEMSEP_REMOVE_BY_GET", "perhaps")], "remove-by-get"),
+    ] {
+        let mut vars = env.common_env();
+        vars.push(("STEMSEP_BIND".into(), "127.0.0.1:0".into()));
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let i = env.spawn("rest-bad", &rest_binary(), vars, 0);
+        let status = env.proc(i).wait_exit(PATIENCE);
+        assert_eq!(status.code(), Some(2), "{extra:?}\n{}", env.logs());
+        let log = env.proc(i).log_text();
+        assert!(log.contains(says), "{extra:?}: {log}");
+    }
 }

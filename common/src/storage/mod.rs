@@ -1,14 +1,15 @@
 //! Object storage: one small trait, a local-directory backend (default) and a GCS backend.
 //!
-//! Object names are built only from a [`SongHash`] and a [`Track`] ([`ObjectKey`]), so no name
-//! that reaches a backend can carry a path trick.
+//! Object names are built only from a [`SongHash`], a [`Track`] and an upload id
+//! ([`ObjectKey`]), all checked hex or fixed names, so no name that reaches a backend can carry a
+//! path trick.
 
 use std::pin::Pin;
 
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::job::{SongHash, Track};
+use crate::job::{Job, SongHash, Track};
 use crate::Result;
 
 mod gcs;
@@ -22,9 +23,14 @@ pub use local::LocalStorage;
 pub struct ObjectKey(String);
 
 impl ObjectKey {
-    /// The uploaded MP3 awaiting separation: `queue/<hash>.mp3`.
-    pub fn input(hash: &SongHash) -> Self {
-        ObjectKey(format!("queue/{hash}.mp3"))
+    /// The uploaded song of one submission of `job`: `queue/<hash>-<upload>.mp3`
+    /// (`queue/<hash>.mp3` for records older than upload ids). Each submission has its own, so
+    /// deleting a finished job's input never removes the input of a resubmission.
+    pub fn input(job: &Job) -> Self {
+        match &job.upload {
+            Some(u) => ObjectKey(format!("queue/{}-{u}.mp3", job.hash)),
+            None => ObjectKey(format!("queue/{}.mp3", job.hash)),
+        }
     }
     /// One separated stem: `output/<hash>-<track>.mp3`.
     pub fn stem(hash: &SongHash, track: &Track) -> Self {

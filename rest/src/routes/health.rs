@@ -53,7 +53,12 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text format; queue depths are read from Redis at scrape time.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.set_queue(state.queue.depths().await.ok());
+    let depths = async {
+        let lists = state.queue.depths().await?;
+        Ok::<_, stemsep_common::Error>((lists, state.queue.delayed_count().await?))
+    };
+    state.metrics.set_queue(depths.await.ok());
+    state.metrics.set_uploads(state.uploads.in_flight());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

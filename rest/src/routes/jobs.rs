@@ -1,7 +1,11 @@
 //! Songs in and out of the queue: `POST /apiv1/separate`, `GET /apiv1/queue`,
 //! `GET /apiv1/status/<hash>`.
 
+use std::time::Duration;
+
 use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use stemsep_common::job::{Job, JobState, SongHash, Track};
 use stemsep_common::queue::Enqueued;
@@ -21,9 +25,11 @@ pub struct SeparateRequest {
     /// different hash.
     #[serde(default)]
     pub model: Option<String>,
-    /// Optional completion callback.
+    /// Optional completion callback (an object; kept as JSON until checked, so an array in its
+    /// place is refused rather than read field by field).
     #[serde(default)]
-    pub callback: Option<CallbackRequest>,
+    #[schema(value_type = Option<CallbackRequest>)]
+    pub callback: Option<serde_json::Value>,
 }
 
 /// Where to POST when the job ends.
@@ -134,17 +140,20 @@ impl Outcome {
     request_body = SeparateRequest,
     responses(
         (status = 200, description = "Accepted (new or already known)", body = SeparateResponse),
-        (status = 400, description = "Invalid JSON, base64, callback URL or model (see GET /apiv1/models)", body = crate::error::ErrorBody),
+        (status = 400, description = "Not a JSON object, invalid base64, callback URL or model (see GET /apiv1/models)", body = crate::error::ErrorBody),
+        (status = 401, description = "API key missing or unknown (when the server requires keys)", body = crate::error::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = crate::error::ErrorBody),
         (status = 413, description = "Body over the limit (16 MiB by default)", body = crate::error::ErrorBody),
         (status = 422, description = "Not decodable audio (MP3, WAV or FLAC), or longer than the limit", body = crate::error::ErrorBody),
-        (status = 503, description = "Redis or storage unavailable", body = crate::error::ErrorBody),
+        (status = 429, description = "Over the client's request rate; Retry-After says when to come back", body = crate::error::ErrorBody),
+        (status = 503, description = "Queue full, too many uploads at once, or Redis or storage unavailable; Retry-After says when to come back", body = crate::error::ErrorBody),
     )
 )]
 pub async fn separate(
     state: web::Data<AppState>,
-    body: web::Json<SeparateRequest>,
+    body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let result = submit(&state, body.into_inner()).await;
+    let result = submit(&state, body).await;
     match &result {
         Ok((hash, outcome)) => {
             state.metrics.submission(outcome.label());
@@ -166,22 +175,39 @@ fn rejection_label(e: &ApiError) -> &'static str {
     match e {
         ApiError::BadRequest(_) => "rejected_bad_request",
         ApiError::Unprocessable(_) => "rejected_unprocessable",
+        ApiError::PayloadTooLarge(_) => "rejected_too_large",
+        ApiError::Busy { .. } => "rejected_busy",
         ApiError::QueueUnavailable(_) | ApiError::StorageUnavailable(_) => "unavailable",
         _ => "error",
     }
 }
 
+/// Seconds a client refused because the queue is full is told to wait.
+const QUEUE_FULL_RETRY_AFTER: u64 = 30;
+
+fn queue_full(max: u64) -> ApiError {
+    ApiError::Busy {
+        what: format!(
+            "the queue is full ({max} songs are waiting for separation); try again later"
+        ),
+        retry_after: QUEUE_FULL_RETRY_AFTER,
+    }
+}
+
 async fn submit(
     state: &web::Data<AppState>,
-    req: SeparateRequest,
+    body: web::Payload,
 ) -> Result<(SongHash, Outcome), ApiError> {
+    let _slot = state.uploads.enter().await?;
+    let body = read_body(body, state.max_body).await?;
     let served = crate::routes::models::served(state).await?;
     let names: Vec<String> = served.iter().map(|m| m.name.clone()).collect();
     let max_seconds = state.max_seconds;
-    let submission = web::block(move || Submission::check(req, &names, max_seconds))
+    // JSON, base64, the audio check and SHA-224 of up to 16 MiB: CPU work, off the event loop.
+    let submission = web::block(move || Submission::parse(&body, &names, max_seconds))
         .await
-        .map_err(|e| ApiError::Internal(format!("audio check did not run: {e}")))??;
-    let hash = submission.hash();
+        .map_err(|e| ApiError::Internal(format!("upload check did not run: {e}")))??;
+    let hash = submission.hash.clone();
     let info = &submission.info;
     tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
 
@@ -197,15 +223,14 @@ async fn submit(
             _ => {}
         }
     }
-    let previous = previous.map(|j| j.state);
-    // A done job missing stems, or a failed one, is replaced; anything else is new.
+    // A done job missing stems, or a failed one, is replaced; anything else is new. A full
+    // queue refuses it before anything is stored (enqueue checks again, exactly).
     let replace = previous.is_some();
-    // Input first, then the queue entry: a queued hash must always find its input.
-    state
-        .storage
-        .put(&ObjectKey::input(&hash), submission.audio)
-        .await
-        .map_err(ApiError::storage)?;
+    if let Some(max) = state.queue.settings().max_queued {
+        if state.queue.queued().await.map_err(ApiError::queue)? >= max {
+            return Err(queue_full(max));
+        }
+    }
     let model = served
         .iter()
         .find(|m| m.name == submission.model)
@@ -217,21 +242,70 @@ async fn submit(
         .map(|s| s.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError::Internal(format!("a served model has a bad stem name: {e}")))?;
-    let outcome = match state
-        .queue
-        .enqueue(&job, replace)
+    // Input first, then the queue entry: a queued hash must always find its input. The input is
+    // this submission's own object, so nothing else deletes it.
+    let input = ObjectKey::input(&job);
+    state
+        .storage
+        .put(&input, submission.audio)
         .await
-        .map_err(ApiError::queue)?
-    {
-        Enqueued::New => match previous {
+        .map_err(ApiError::storage)?;
+    let enqueued = state.queue.enqueue(&job, replace).await;
+    if !matches!(enqueued, Ok(Enqueued::New)) {
+        // Not queued after all: the object would be an orphan.
+        if let Err(e) = state.storage.delete(&input).await {
+            tracing::warn!(%hash, error = %e, "unqueued upload not deleted");
+        }
+    }
+    let outcome = match enqueued.map_err(ApiError::queue)? {
+        Enqueued::New => match previous.as_ref().map(|j| j.state) {
             None => Outcome::Enqueued,
             Some(JobState::Failed) => Outcome::RetriedFailed,
             Some(_) => Outcome::RequeuedMissingStems,
         },
         // Another request for the same song won a race; report what it left.
         Enqueued::Existing(s) => Outcome::of_existing(s),
+        Enqueued::Full => {
+            return Err(queue_full(
+                state.queue.settings().max_queued.unwrap_or_default(),
+            ))
+        }
     };
+    // The replaced submission's input, should its worker not have deleted it.
+    if let Some(old) = previous.filter(|j| j.upload != job.upload) {
+        if let Err(e) = state.storage.delete(&ObjectKey::input(&old)).await {
+            tracing::warn!(%hash, error = %e, "replaced upload not deleted");
+        }
+    }
     Ok((hash, outcome))
+}
+
+/// How long a client may take to send its whole body.
+const BODY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Reads the request body, up to `limit` bytes and [`BODY_DEADLINE`].
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::BadRequest(format!("the request body could not be read: {e}"))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::body_too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(BODY_DEADLINE, read)
+        .await
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ))
+        })?
 }
 
 async fn all_stems_present(state: &AppState, job: &Job) -> Result<bool, ApiError> {

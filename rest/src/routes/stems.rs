@@ -146,7 +146,8 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: &Track) -> ApiEr
     ApiError::NotFound(format!("no {track} stem for song {hash}: {why}"))
 }
 
-/// Remove one stem from storage (GET is accepted too, as in the lab).
+/// Remove one stem from storage (GET is accepted too, as in the lab, unless the server turns it
+/// off).
 #[utoipa::path(
     method(delete, get),
     path = "/apiv1/remove/{hash}/{track}",
@@ -158,6 +159,7 @@ async fn missing_stem(state: &AppState, hash: &SongHash, track: &Track) -> ApiEr
         (status = 200, description = "Removed", body = RemoveResponse),
         (status = 400, description = "Malformed hash or track name", body = crate::error::ErrorBody),
         (status = 404, description = "No such stem", body = crate::error::ErrorBody),
+        (status = 405, description = "GET where the server removes by DELETE only", body = crate::error::ErrorBody),
         (status = 503, description = "Storage unavailable", body = crate::error::ErrorBody),
     )
 )]
@@ -182,6 +184,15 @@ pub async fn remove(
         track: track.name().to_owned(),
         reason: format!("Track {track} removed"),
     }))
+}
+
+/// `GET /apiv1/remove/...` where the server allows removal by `DELETE` only
+/// (`STEMSEP_REMOVE_BY_GET=false`): a link, a crawler or a prefetch must not delete stems.
+pub async fn remove_by_get_refused() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        what: "removing a stem with GET is turned off on this server: use DELETE".into(),
+        allow: "DELETE",
+    })
 }
 
 #[cfg(test)]

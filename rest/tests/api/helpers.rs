@@ -11,6 +11,7 @@ use stemsep_common::config::{Backend, RedisArgs, StorageArgs};
 use stemsep_common::job::{SongHash, Track};
 use stemsep_common::queue::{Claim, Queue};
 use stemsep_common::storage::{ObjectKey, Storage};
+use stemsep_rest::auth::{ApiKeys, AuthMode};
 use stemsep_rest::config::Settings;
 use stemsep_rest::startup::Application;
 use stemsep_testkit::{tone_mp3, unique_prefix, RedisServer};
@@ -48,6 +49,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             key_prefix: unique_prefix("api"),
             lease_secs: 30,
             max_attempts: 3,
+            retry_secs: 30,
+            retention_secs: 0,
         },
         storage: StorageArgs {
             storage: Backend::Local,
@@ -61,6 +64,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         max_seconds: 1200,
         log_lines: 1000,
         http_workers: 1,
+        auth: AuthMode::Off,
+        api_keys: ApiKeys::default(),
+        remove_by_get: true,
+        rate_per_min: 0,
+        rate_burst: 1,
+        max_queue: 0,
+        max_uploads: 4,
+        upload_wait_secs: 30,
     };
     tweak(&mut settings);
     let app = Application::build(&settings).await.expect("server builds");
@@ -189,6 +200,11 @@ impl TestApp {
     /// unless the job names others) and marks it done. Returns the stems by track.
     pub async fn finish_next_job(&self) -> Vec<(Track, Vec<u8>)> {
         let claim = self.claim_next().await;
+        self.finish(&claim).await
+    }
+
+    /// Plays the worker holding `claim`: stores four stems and marks the job done.
+    pub async fn finish(&self, claim: &Claim) -> Vec<(Track, Vec<u8>)> {
         let mut stems = Vec::new();
         for (i, t) in claim.job.tracks().into_iter().enumerate() {
             let bytes = tone_mp3(100.0 * (i + 1) as f32, 0.5, 1000 + i as u64);
@@ -201,7 +217,11 @@ impl TestApp {
                 .unwrap();
             stems.push((t, bytes));
         }
-        self.queue.complete(&claim).await.unwrap();
+        assert!(self
+            .queue
+            .complete(claim, &claim.job.tracks())
+            .await
+            .unwrap());
         stems
     }
 

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 use stemsep_common::job::{JobState, SongHash, Track};
+use stemsep_common::queue::Failure;
 use stemsep_common::storage::ObjectKey;
 
 use crate::helpers::{b64, expect_error, lab_hash, song, spawn_app, spawn_app_with};
@@ -20,11 +21,8 @@ async fn stock_client_submission_is_enqueued_with_the_lab_hash() {
 
     // Input stored before the queue entry; record and list agree.
     let hash: SongHash = lab_hash(&mp3).parse().unwrap();
-    assert_eq!(
-        app.storage.get(&ObjectKey::input(&hash)).await.unwrap(),
-        mp3
-    );
     let job = app.queue.job(&hash).await.unwrap().unwrap();
+    assert_eq!(app.storage.get(&ObjectKey::input(&job)).await.unwrap(), mp3);
     assert_eq!(job.state, JobState::Queued);
     assert_eq!(job.model, "htdemucs");
     assert_eq!(job.callback.unwrap().url, "http://localhost:5000/");
@@ -61,10 +59,8 @@ async fn a_wav_upload_is_accepted_because_the_worker_decodes_it() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["hash"], lab_hash(&wav));
     let hash: SongHash = lab_hash(&wav).parse().unwrap();
-    assert_eq!(
-        app.storage.get(&ObjectKey::input(&hash)).await.unwrap(),
-        wav
-    );
+    let job = app.queue.job(&hash).await.unwrap().unwrap();
+    assert_eq!(app.storage.get(&ObjectKey::input(&job)).await.unwrap(), wav);
 }
 
 #[tokio::test]
@@ -91,7 +87,7 @@ async fn resubmission_is_idempotent_and_says_why() {
             .contains("being separated"),
         "{again}"
     );
-    app.queue.release(&claim).await.unwrap();
+    assert!(app.queue.release(&claim).await.unwrap());
 
     // Done with all stems.
     app.finish_next_job().await;
@@ -126,7 +122,10 @@ async fn a_failed_job_is_retried_on_resubmission() {
     let mp3 = song(3);
     let hash = app.submit(&mp3).await;
     let claim = app.claim_next().await;
-    app.queue.fail(&claim, "model exploded").await.unwrap();
+    app.queue
+        .fail(&claim, "model exploded", Failure::Transient)
+        .await
+        .unwrap();
 
     let status = app.status(&hash).await;
     assert_eq!(status["state"], "failed");
@@ -156,14 +155,15 @@ async fn status_reports_progress_and_tracks() {
                "stems": ["vocals", "drums", "bass", "other"], "error": null,
                "callback_status": null, "model": "htdemucs"})
     );
-    app.queue
-        .set_progress(&hash.parse().unwrap(), 37)
-        .await
-        .unwrap();
+    let claim = app.claim_next().await;
+    assert!(app.queue.set_progress(&claim, 37).await.unwrap());
     let status = app.status(&hash).await;
-    assert_eq!(status["progress"], 37);
+    assert_eq!(
+        (&status["state"], &status["progress"]),
+        (&json!("running"), &json!(37))
+    );
 
-    app.finish_next_job().await;
+    app.finish(&claim).await;
     let status = app.status(&hash).await;
     assert_eq!(status["state"], "done");
     assert_eq!(status["progress"], 100);

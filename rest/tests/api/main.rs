@@ -1,6 +1,7 @@
 //! The whole HTTP API over real HTTP, against a real redis-server and a temporary storage
 //! directory (one test binary; see `helpers::spawn_app`).
 
+mod edge;
 mod fuzz_corpus;
 mod helpers;
 mod jobs;

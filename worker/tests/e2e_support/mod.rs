@@ -54,8 +54,23 @@ impl Proc {
 
     /// SIGTERM (graceful stop).
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGSTOP: the process freezes mid-whatever, as a VM pause, a long GC or a partition would
+    /// leave it, and its leases lapse.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT: a frozen process goes on where it was.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
         let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill(1) runs");
         assert!(ok.success());
@@ -175,6 +190,8 @@ impl Env {
                 self.storage_dir().display().to_string(),
             ),
             ("STEMSEP_MODEL_DIR", self.model_dir().display().to_string()),
+            // Transient failures come back after a second, not half a minute.
+            ("STEMSEP_RETRY_SECS", "1".into()),
             ("RUST_LOG", "info".into()),
         ]
         .into_iter()
@@ -295,18 +312,25 @@ impl Env {
 
     /// Stores `mp3` as an upload and enqueues its job, as the rest API would.
     pub async fn submit(&self, mp3: &[u8], callback: Option<Callback>) -> SongHash {
-        let hash = SongHash::compute(mp3, DEFAULT_MODEL);
+        self.submit_as(mp3, DEFAULT_MODEL, callback, false).await
+    }
+
+    /// Stores `mp3` as a new upload and enqueues its job for `model`; `replace` resubmits a
+    /// finished one, as the rest API does for a failed job.
+    pub async fn submit_as(
+        &self,
+        mp3: &[u8],
+        model: &str,
+        callback: Option<Callback>,
+        replace: bool,
+    ) -> SongHash {
+        let hash = SongHash::compute(mp3, model);
+        let job = Job::new(hash.clone(), model.into(), callback);
         self.storage
-            .put(&ObjectKey::input(&hash), mp3.to_vec().into())
+            .put(&ObjectKey::input(&job), mp3.to_vec().into())
             .await
             .unwrap();
-        self.queue
-            .enqueue(
-                &Job::new(hash.clone(), DEFAULT_MODEL.into(), callback),
-                false,
-            )
-            .await
-            .unwrap();
+        self.queue.enqueue(&job, replace).await.unwrap();
         hash
     }
 
@@ -331,6 +355,19 @@ impl Env {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `pred` (which may look at Redis, storage, logs) holds.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut pred: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + PATIENCE;
+        while !pred().await {
+            assert!(Instant::now() < deadline, "never: {what}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
