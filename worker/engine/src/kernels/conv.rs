@@ -19,7 +19,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
 use super::output::Output;
-use super::spatial::{in_range, per_channel, Geometry};
+use super::spatial::{in_range, kernel_input_shape, per_channel, replace_nodes, Geometry};
 
 /// Convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -31,37 +31,19 @@ const MAX_BLOCK: usize = 1024;
 /// Replaces the large f32 convolutions of a decluttered `model` (group 1, channels first, OIHW
 /// constant weights, one or two spatial axes) by [`ConvGemm`] nodes. Returns how many.
 pub fn use_conv_gemm(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        if let Some(op) = conv_gemm_for(model, id)? {
-            model.nodes[id].op = Box::new(op);
-            replaced += 1;
-        }
-    }
-    Ok(replaced)
+    replace_nodes(model, conv_gemm_for)
 }
 
 fn conv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<ConvGemm>> {
-    let Some(conv) = model.nodes[id].op_as::<Conv>() else {
+    let Some(conv) = model.nodes[id].op_as::<Conv>().filter(|c| takes(c)) else {
         return Ok(None);
     };
-    let inputs = model.node_input_facts(id)?;
-    if !takes(conv)
-        || inputs.len() != 3
-        || inputs.iter().any(|f| f.datum_type != f32::datum_type())
-        || inputs[1].konst.is_none()
-        || inputs[2].rank() > 1
-    {
-        return Ok(None);
-    }
-    let Some(x) = inputs[0].shape.as_concrete() else {
+    let Some(x) = kernel_input_shape(model, id)? else {
         return Ok(None);
     };
     let op = ConvGemm { conv: conv.clone() };
-    Ok(match op.geometry(x) {
-        Ok(g) if g.macs() >= MIN_MACS => Some(op),
-        _ => None,
-    })
+    let large = op.geometry(&x).is_ok_and(|g| g.macs() >= MIN_MACS);
+    Ok(large.then_some(op))
 }
 
 /// Whether [`ConvGemm`] computes `conv`: f32, one group, OIHW weights, channels first.

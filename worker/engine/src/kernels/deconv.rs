@@ -18,7 +18,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::matmul::on_plan_pool;
 use super::output::Output;
-use super::spatial::{in_range, per_channel, Geometry};
+use super::spatial::{in_range, kernel_input_shape, per_channel, replace_nodes, Geometry};
 
 /// Transposed convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
@@ -30,39 +30,21 @@ const BLOCK_FLOATS: usize = 1 << 16;
 /// first, OIHW constant weights, one or two spatial axes) by [`DeconvGemm`] nodes. Returns how
 /// many.
 pub fn use_deconv_gemm(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in model.eval_order()? {
-        if let Some(op) = deconv_gemm_for(model, id)? {
-            model.nodes[id].op = Box::new(op);
-            replaced += 1;
-        }
-    }
-    Ok(replaced)
+    replace_nodes(model, deconv_gemm_for)
 }
 
 fn deconv_gemm_for(model: &TypedModel, id: usize) -> TractResult<Option<DeconvGemm>> {
-    let Some(deconv) = model.nodes[id].op_as::<Deconv>() else {
+    let Some(deconv) = model.nodes[id].op_as::<Deconv>().filter(|d| takes(d)) else {
         return Ok(None);
     };
-    let inputs = model.node_input_facts(id)?;
-    if !takes(deconv)
-        || inputs.len() != 3
-        || inputs.iter().any(|f| f.datum_type != f32::datum_type())
-        || inputs[1].konst.is_none()
-        || inputs[2].rank() > 1
-    {
-        return Ok(None);
-    }
-    let Some(x) = inputs[0].shape.as_concrete() else {
+    let Some(x) = kernel_input_shape(model, id)? else {
         return Ok(None);
     };
     let op = DeconvGemm {
         deconv: deconv.clone(),
     };
-    Ok(match op.geometry(x) {
-        Ok(g) if g.macs() >= MIN_MACS => Some(op),
-        _ => None,
-    })
+    let large = op.geometry(&x).is_ok_and(|g| g.macs() >= MIN_MACS);
+    Ok(large.then_some(op))
 }
 
 /// Whether [`DeconvGemm`] computes `deconv`: one group, OIHW weights, channels first.

@@ -192,6 +192,35 @@ impl Geometry {
     }
 }
 
+/// Swaps the kernel `swap` makes for a node in its place, over every node of a decluttered
+/// `model` in evaluation order. Returns how many it swapped.
+pub fn replace_nodes<O: TypedOp>(
+    model: &mut TypedModel,
+    swap: impl Fn(&TypedModel, usize) -> TractResult<Option<O>>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in model.eval_order()? {
+        if let Some(op) = swap(model, id)? {
+            model.nodes[id].op = Box::new(op);
+            replaced += 1;
+        }
+    }
+    Ok(replaced)
+}
+
+/// The data's shape when node `id`'s inputs are what the spatial kernels take: data, constant
+/// weights and a bias of rank 0 or 1, all f32, the data's shape known. `None` otherwise.
+pub fn kernel_input_shape(model: &TypedModel, id: usize) -> TractResult<Option<Vec<usize>>> {
+    let inputs = model.node_input_facts(id)?;
+    let suits = inputs.len() == 3
+        && inputs.iter().all(|f| f.datum_type == f32::datum_type())
+        && inputs[1].konst.is_some()
+        && inputs[2].rank() <= 1;
+    Ok(suits
+        .then(|| inputs[0].shape.as_concrete().map(<[usize]>::to_vec))
+        .flatten())
+}
+
 /// A convolution's bias as one value per output channel: ONNX allows a scalar (also what tract
 /// gives a convolution without bias), or exactly one value per channel.
 pub fn per_channel(bias: &Tensor, c_out: usize) -> TractResult<Vec<f32>> {
