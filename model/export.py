@@ -240,6 +240,52 @@ class StableTokenGroupNorm(StableGroupNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
+# Runs of a length-generic sum, and how many levels of them: exact up to GRAPH_RUN ** GRAPH_LEVELS values
+# (1e9; a 44 s HDemucs segment's spectrogram holds 15.5 M).
+GRAPH_RUN = 64
+GRAPH_LEVELS = 5
+
+
+def graph_sum(v: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis of a `[rows, n]` tensor in runs of GRAPH_RUN, as `mean_std` sums, for an `n`
+    the exported graph keeps symbolic: each level pads with zeros to a multiple of the run, written as
+    graph arithmetic, and sums every run with a MatMul. Returns `[rows, 1]`."""
+    ones = torch.ones(GRAPH_RUN, 1, dtype=v.dtype)
+    for _ in range(GRAPH_LEVELS):
+        v = F.pad(v, (0, (GRAPH_RUN - v.shape[-1] % GRAPH_RUN) % GRAPH_RUN))
+        v = torch.matmul(v.reshape(v.shape[0], -1, GRAPH_RUN), ones)[..., 0]
+    return v
+
+
+def graph_mean_var(v: torch.Tensor, unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of each row of `[rows, n]` (shapes `[rows, 1]`), summed by `graph_sum`."""
+    n = v.shape[-1]
+    m = graph_sum(v) / n
+    var = graph_sum((v - m) * (v - m)) / (n - 1 if unbiased else n)
+    return m, var
+
+
+def graph_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`x.mean(dims)` and the unbiased `x.std(dims)` over every axis but the first (keepdim), for a length
+    the graph keeps symbolic (`mean_std` needs it fixed)."""
+    v = x.reshape(x.shape[0], -1)
+    m, var = graph_mean_var(v, unbiased=True)
+    keep = [x.shape[0]] + [1] * (x.dim() - 1)
+    return m.reshape(keep), var.sqrt().reshape(keep)
+
+
+class GraphGroupNorm(StableGroupNorm):
+    """nn.GroupNorm with its statistics summed by `graph_sum`: the HDemucs cores' norms, whose lengths the
+    exported graph keeps symbolic."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.reshape(x.shape[0] * self.groups, -1)
+        m, var = graph_mean_var(v, unbiased=False)
+        v = (v - m) / torch.sqrt(var + self.eps)
+        affine = [1, -1] + [1] * (x.dim() - 2)
+        return v.reshape(x.shape) * self.weight.reshape(affine) + self.bias.reshape(affine)
+
+
 def with_stable_norms(model: nn.Module) -> nn.Module:
     """A copy of `model` whose GroupNorms are Stable*GroupNorms (same parameters, same values)."""
     from demucs.transformer import MyGroupNorm
@@ -594,6 +640,8 @@ def length_generic(model: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if isinstance(child, BLSTM):
                 setattr(parent, name, GraphBLSTM(child))
+            elif type(child) is nn.GroupNorm:
+                setattr(parent, name, GraphGroupNorm(child))
     for module in model.modules():
         if isinstance(module, HEncLayer):
             module.forward = types.MethodType(_henc_forward, module)
@@ -616,12 +664,10 @@ class HCore(nn.Module):
         length = mix.shape[-1]
         x = spec
         B, C, Fq, T = x.shape
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
+        mean, std = graph_mean_std(x)
         x = (x - mean) / (1e-5 + std)
         xt = mix
-        meant = xt.mean(dim=(1, 2), keepdim=True)
-        stdt = xt.std(dim=(1, 2), keepdim=True)
+        meant, stdt = graph_mean_std(xt)
         xt = (xt - meant) / (1e-5 + stdt)
 
         saved, saved_t, lengths, lengths_t = [], [], [], []
