@@ -28,6 +28,17 @@ import time
 from pathlib import Path
 
 
+def member_file(path: Path) -> Path:
+    """The core of a one-member model given as a file or as a model directory (its manifest's member):
+    the references below run one core, so a bag is refused."""
+    if not path.is_dir():
+        return path
+    members = json.loads((path / "manifest.json").read_text())["members"]
+    if len(members) != 1:
+        sys.exit(f"{path}: a bag of {len(members)} members; the references run one core")
+    return path / members[0]["file"]
+
+
 def read_meta(path: Path) -> dict[str, str]:
     sidecar = Path(str(path) + ".json")
     if sidecar.exists():
@@ -173,7 +184,7 @@ def bench_pytorch_song(meta: dict[str, str], threads: int, wav) -> dict[str, flo
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("onnx", type=Path)
+    ap.add_argument("onnx", type=Path, help="a one-member model: its .onnx, or its directory (manifest.json)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both engines")
     ap.add_argument("--runs", type=int, default=3,
                     help="timed runs after one warm-up; the best is reported (single onnxruntime runs vary 2x)")
@@ -183,6 +194,7 @@ def main() -> int:
     ap.add_argument("--song", type=Path, help="also separate this whole song (planar f32 LE) once per engine")
     ap.add_argument("--song-channels", type=int, default=2)
     args = ap.parse_args()
+    args.onnx = member_file(args.onnx)
 
     meta = read_meta(args.onnx)
     result: dict = {"model": meta.get("stemsep.version"), "segment_samples": int(meta["stemsep.segment_samples"]),
