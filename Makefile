@@ -85,7 +85,8 @@ bench: bench-fidelity bench-engine bench-profile bench-load
 bench-fidelity: model-check
 
 bench-engine: $(FAMILY:%=$(CHECK_DIR)/%/manifest.json)
-	STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
+	HF_HUB_CACHE="$(CHECK_DIR)/hub" HF_HUB_OFFLINE=1 \
+	  STEMSEP_BENCH_MODEL="$(BENCH_MODEL)" STEMSEP_BENCH_PYTHON="$(BENCH_PYTHON)" \
 	  STEMSEP_BENCH_MODELS="$(subst $(space),$(comma),$(strip $(BENCH_MODELS)))" \
 	  cargo bench -p stemsep-engine --bench separate
 

@@ -85,14 +85,18 @@ def _rebuild(version: str, name: str):
     import export  # noqa: E402  (needs torch + demucs, imported only here)
 
     found = re.search(r":(random-init|tiny)-seed-(\d+)$", version)
-    args = argparse.Namespace(model=None, random_init=False, tiny=False, checkpoint=None, seed=0)
+    args = argparse.Namespace(model=None, random_init=False, tiny=False, tiny_variant="4s", checkpoint=None,
+                              name=None, seed=0)
     if found:
         args.tiny = found.group(1) == "tiny"
         args.random_init = not args.tiny
         args.seed = int(found.group(2))
     else:
+        # By name through demucs' get_model: the hub, or make model-check's offline copy of it
+        # (HF_HUB_CACHE, HF_HUB_OFFLINE), which is where that export's weights came from.
         args.model = name
-    return export, export.build_model(args)[0]
+    bag = export.build_bag(args)[0]
+    return export, bag.models[0]
 
 
 def bench_onnxruntime_demucs_layout(meta: dict[str, str], threads: int, runs: int) -> float:
