@@ -24,6 +24,9 @@ use super::spatial::{in_range, kernel_input_shape, per_channel, replace_nodes, G
 /// Convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
 
+/// How many blocks of output positions a batch entry is cut into, at least.
+const BLOCKS: usize = 8;
+
 /// The most output positions one block unfolds. Wider blocks repack the weights less often;
 /// narrower ones keep the unfolded block in cache and share out evenly.
 const MAX_BLOCK: usize = 1024;
@@ -170,14 +173,17 @@ impl EvalOp for ConvGemm {
         }
         let out = Output::of(&mut y)?;
 
+        // The blocks follow from the shape alone: gemm's summation order within a block
+        // depends on the block's width, so blocks sized by thread count would make the stems
+        // differ in the last bits between machines of different core counts. Eight blocks
+        // (when positions allow) let a few threads even out.
+        let cols = positions
+            .div_ceil(BLOCKS)
+            .next_multiple_of(16)
+            .clamp(16, MAX_BLOCK)
+            .min(positions);
+        let per_entry = positions.div_ceil(cols);
         on_plan_pool(|threads| {
-            // About four blocks per thread, so the last ones even out.
-            let cols = positions
-                .div_ceil(4 * threads)
-                .next_multiple_of(16)
-                .clamp(16, MAX_BLOCK)
-                .min(positions);
-            let per_entry = positions.div_ceil(cols);
             let block = |col: &mut Vec<f32>, index: usize| {
                 let (b, p0) = (index / per_entry, (index % per_entry) * cols);
                 let n = cols.min(positions - p0);

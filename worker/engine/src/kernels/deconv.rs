@@ -2,7 +2,7 @@
 //!
 //! tract lowers a transposed convolution to one product holding every tap's contribution
 //! (`[C_out·taps, positions]`: 88 MB for the last frequency decoder) and a `DeconvSum` that adds
-//! them into place: two passes over memory. Here each thread owns a share of the
+//! them into place: two passes over memory. Here each task owns a share of the
 //! output channels: it multiplies a cache-sized block of input positions at a time and adds the
 //! block's taps into its own channels right away, so nothing large is materialised and no two
 //! threads write the same output.
@@ -22,6 +22,9 @@ use super::spatial::{in_range, kernel_input_shape, per_channel, replace_nodes, G
 
 /// Transposed convolutions with fewer multiply-adds than this stay with tract.
 const MIN_MACS: usize = 1 << 22;
+
+/// How many runs of output channels a batch entry is shared out in, at most.
+const SHARES: usize = 4;
 
 /// Floats of one block's product (rows × positions): small enough to stay in L2.
 const BLOCK_FLOATS: usize = 1 << 16;
@@ -184,10 +187,12 @@ impl EvalOp for DeconvGemm {
         }
         let out = Output::of(&mut y)?;
 
+        // Each task owns a run of output channels of one batch entry. The runs (and so each
+        // product's shape, which sets gemm's summation order) follow from the shape alone, so
+        // the stems are the same to the last bit on any number of threads.
+        let per_task = c_out.div_ceil(SHARES);
+        let shares = c_out.div_ceil(per_task);
         on_plan_pool(|threads| {
-            // Each task owns a run of output channels of one batch entry.
-            let per_task = c_out.div_ceil(threads);
-            let shares = c_out.div_ceil(per_task);
             let task = |index: usize| {
                 let (b, o0) = (index / shares, (index % shares) * per_task);
                 let channels = per_task.min(c_out - o0);
@@ -376,6 +381,20 @@ mod tests {
                 ),
                 (Ok(got), _) => prop_assert_eq!(got[0].len(), 0, "tract has no answer"),
                 (Err(_), _) => {}
+            }
+        }
+
+        /// The tasks follow from the shape, not the thread count: bit-exact on any number of
+        /// threads, as the convolutions are.
+        #[test]
+        fn threads_do_not_change_a_transposed_convolution(case in spatial_case()) {
+            let op = DeconvGemm { deconv: deconv_of(&case) };
+            let inputs = case.inputs();
+            let run = |threads| {
+                on_threads(threads, || op.eval(&EvalContext::out_of_plan(), inputs.clone()))
+            };
+            if let (Ok(one), Ok(more)) = (run(1), run(case.threads.max(2))) {
+                prop_assert_eq!(&one[0], &more[0]);
             }
         }
     }
