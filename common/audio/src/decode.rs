@@ -1,4 +1,4 @@
-//! The one reader of compressed audio (MP3, WAV, FLAC): [`probe`] answers "is this decodable audio,
+//! The one reader of compressed audio (MP3, WAV, FLAC, Ogg Vorbis, AAC in MP4/M4A or ADTS): [`probe`] answers "is this decodable audio,
 //! and how long?" for the REST server, [`decode`] gives the samples to the engine, and both run the
 //! same code over the same packets, so they cannot disagree on what is audio, what is too long or
 //! what is truncated.

@@ -20,9 +20,35 @@ pub struct Mp3Writer {
 
 impl Mp3Writer {
     /// A CBR stereo encoder at `sample_rate` Hz and `bitrate_kbps` kbit/s (one of
-    /// [`BITRATES_KBPS`]).
+    /// [`BITRATES_KBPS`]), LAME quality 2.
     pub fn new(sample_rate: u32, bitrate_kbps: u32) -> Result<Mp3Writer, AudioError> {
+        Mp3Writer::with_preset(sample_rate, bitrate_kbps, 2)
+    }
+
+    /// [`Mp3Writer::new`] at LAME quality `preset` (0 best … 9 worst; demucs offers 2..=7).
+    pub fn with_preset(
+        sample_rate: u32,
+        bitrate_kbps: u32,
+        preset: u8,
+    ) -> Result<Mp3Writer, AudioError> {
         let bitrate = bitrate(bitrate_kbps)?;
+        let quality = match preset {
+            0 => Quality::Best,
+            1 => Quality::SecondBest,
+            2 => Quality::NearBest,
+            3 => Quality::VeryNice,
+            4 => Quality::Nice,
+            5 => Quality::Good,
+            6 => Quality::Decent,
+            7 => Quality::Ok,
+            8 => Quality::SecondWorst,
+            9 => Quality::Worst,
+            other => {
+                return Err(AudioError::Format(format!(
+                    "MP3 preset {other}: use 0 (best) to 9 (fastest)"
+                )))
+            }
+        };
         let fail = |what: &str, e: mp3lame_encoder::BuildError| {
             AudioError::Encode(format!("{what}: {e:?}"))
         };
@@ -32,9 +58,8 @@ impl Mp3Writer {
             .map_err(|e| fail("sample rate", e))?;
         b.set_brate(bitrate).map_err(|e| fail("bitrate", e))?;
         b.set_mode(Mode::JointStereo).map_err(|e| fail("mode", e))?;
-        // LAME -q 2, what demucs' own MP3 writer uses.
-        b.set_quality(Quality::NearBest)
-            .map_err(|e| fail("quality", e))?;
+        // demucs' own MP3 writer uses -q 2 unless told otherwise.
+        b.set_quality(quality).map_err(|e| fail("quality", e))?;
         b.set_to_write_vbr_tag(true)
             .map_err(|e| fail("info tag", e))?;
         let encoder = b.build().map_err(|e| fail("parameters", e))?;
@@ -85,7 +110,18 @@ pub fn encode_mp3(
     sample_rate: u32,
     bitrate_kbps: u32,
 ) -> Result<Vec<u8>, AudioError> {
-    let mut w = Mp3Writer::new(sample_rate, bitrate_kbps)?;
+    encode_mp3_preset(left, right, sample_rate, bitrate_kbps, 2)
+}
+
+/// [`encode_mp3`] at LAME quality `preset`.
+pub(crate) fn encode_mp3_preset(
+    left: &[f32],
+    right: &[f32],
+    sample_rate: u32,
+    bitrate_kbps: u32,
+    preset: u8,
+) -> Result<Vec<u8>, AudioError> {
+    let mut w = Mp3Writer::with_preset(sample_rate, bitrate_kbps, preset)?;
     w.push(left, right)?;
     w.finish()
 }

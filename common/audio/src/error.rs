@@ -5,10 +5,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum AudioError {
     /// The input has no bytes at all.
-    #[error("the input is empty: send an MP3, WAV or FLAC file")]
+    #[error("the input is empty: send an MP3, WAV, FLAC, Ogg Vorbis or AAC/M4A file")]
     Empty,
     /// The bytes are not a recognised audio container/codec.
-    #[error("the input is not a supported audio file (MP3, WAV or FLAC): {0}")]
+    #[error(
+        "the input is not a supported audio file (MP3, WAV, FLAC, Ogg Vorbis or AAC/M4A): {0}"
+    )]
     NotAudio(String),
     /// The file starts as audio but its data is damaged or cut short.
     #[error("the audio data is corrupt or truncated: {0}")]
@@ -27,8 +29,11 @@ pub enum AudioError {
     /// The requested MP3 bitrate is not one LAME supports.
     #[error("unsupported MP3 bitrate {0} kbit/s; use one of 8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 320")]
     Bitrate(u32),
+    /// An output format or its parameters are not ones we write.
+    #[error("unsupported output format: {0}")]
+    Format(String),
     /// Encoding failed.
-    #[error("MP3 encoding failed: {0}")]
+    #[error("encoding failed: {0}")]
     Encode(String),
 }
 

@@ -8,10 +8,12 @@
 mod decode;
 mod encode;
 mod error;
+mod format;
 
 pub use decode::{decode, probe, AudioInfo};
 pub use encode::{encode_mp3, Mp3Writer, BITRATES_KBPS};
 pub use error::AudioError;
+pub use format::{ClipMode, Depth, Format};
 
 /// Stereo (or any channel count) audio, planar `f32` in −1..1 at `sample_rate`.
 #[derive(Debug, Clone, PartialEq)]

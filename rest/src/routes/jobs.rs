@@ -19,7 +19,7 @@ use crate::submission::Submission;
 /// The lab's submission body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SeparateRequest {
-    /// The song, base64 (standard alphabet, padded): MP3, WAV or FLAC (the lab named the field).
+    /// The song, base64 (standard alphabet, padded): MP3, WAV, FLAC, Ogg Vorbis or AAC/M4A (the lab named the field).
     pub mp3: String,
     /// Model name (`GET /apiv1/models` lists them); default `htdemucs`. A non-default model yields a
     /// different hash.
@@ -144,7 +144,7 @@ impl Outcome {
         (status = 401, description = "API key missing or unknown (when the server requires keys)", body = crate::error::ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = crate::error::ErrorBody),
         (status = 413, description = "Body over the limit (16 MiB by default)", body = crate::error::ErrorBody),
-        (status = 422, description = "Not decodable audio (MP3, WAV or FLAC), or longer than the limit", body = crate::error::ErrorBody),
+        (status = 422, description = "Not decodable audio (MP3, WAV, FLAC, Ogg Vorbis, AAC/M4A), or longer than the limit", body = crate::error::ErrorBody),
         (status = 429, description = "Over the client's request rate; Retry-After says when to come back", body = crate::error::ErrorBody),
         (status = 503, description = "Queue full, too many uploads at once, or Redis or storage unavailable; Retry-After says when to come back", body = crate::error::ErrorBody),
     )

@@ -1,6 +1,7 @@
 //! POST /apiv1/separate, GET /apiv1/queue, GET /apiv1/status.
 
 use serde_json::{json, Value};
+use stemsep_audio::{ClipMode, Depth, Format};
 use stemsep_common::job::{JobState, SongHash, Track};
 use stemsep_common::queue::Failure;
 use stemsep_common::storage::ObjectKey;
@@ -34,33 +35,57 @@ async fn stock_client_submission_is_enqueued_with_the_lab_hash() {
 }
 
 #[tokio::test]
-async fn a_wav_upload_is_accepted_because_the_worker_decodes_it() {
+async fn every_kind_of_audio_is_accepted_and_a_cut_one_refused() {
     // The server's audio check and the worker's decoder are one function (stemsep-audio): what
-    // one accepts, the other reads. One second of a 440 Hz tone as 16-bit stereo PCM.
+    // one accepts, the other reads. WAV and FLAC are written here; Ogg Vorbis and AAC (MP4 and
+    // ADTS) are the audio crate's committed fixtures.
     let app = spawn_app().await;
-    let frames = 44_100u32;
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + 4 * frames).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    for field in [16u32, 0x0002_0001, 44_100, 44_100 * 4, 0x0010_0004] {
-        wav.extend_from_slice(&field.to_le_bytes());
+    let tone: Vec<f32> = (0..44_100)
+        .map(|i| (f64::from(i) * 440.0 * std::f64::consts::TAU / 44_100.0).sin() as f32 * 0.25)
+        .collect();
+    let stereo = [tone.clone(), tone];
+    let encode = |format: Format| format.encode(&stereo, 44_100, ClipMode::None).unwrap();
+    let fixture = |name: &str| {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/audio/tests/data");
+        std::fs::read(dir.join(name)).unwrap()
+    };
+    for (kind, bytes) in [
+        ("WAV", encode(Format::Wav(Depth::Int16))),
+        ("FLAC", encode(Format::Flac(Depth::Int24))),
+        ("Ogg Vorbis", fixture("song.ogg")),
+        ("M4A", fixture("song.m4a")),
+        ("AAC", fixture("song.aac")),
+    ] {
+        let cut = &bytes[..bytes.len() / 3];
+        let msg = expect_error(app.post_json(&json!({"mp3": b64(cut)})).await, 422).await;
+        assert!(
+            msg.contains("not decodable audio"),
+            "{kind} cut short: {msg}"
+        );
+        let cut_hash: SongHash = lab_hash(cut).parse().unwrap();
+        assert!(
+            app.queue.job(&cut_hash).await.unwrap().is_none(),
+            "{kind}: no job for the cut file"
+        );
+
+        let resp = app.post_json(&json!({"mp3": b64(&bytes)})).await;
+        assert_eq!(resp.status(), 200, "{kind}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["hash"],
+            lab_hash(&bytes),
+            "{kind}: the hash is the upload's"
+        );
+        let hash: SongHash = lab_hash(&bytes).parse().unwrap();
+        let job = app.queue.job(&hash).await.unwrap().unwrap();
+        assert_eq!(
+            app.storage.get(&ObjectKey::input(&job)).await.unwrap(),
+            bytes,
+            "{kind}"
+        );
     }
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(4 * frames).to_le_bytes());
-    for i in 0..frames {
-        let x = (f64::from(i) * 440.0 * std::f64::consts::TAU / 44_100.0).sin();
-        let sample = ((x * 8000.0) as i16).to_le_bytes();
-        wav.extend_from_slice(&sample);
-        wav.extend_from_slice(&sample);
-    }
-    let resp = app.post_json(&json!({"mp3": b64(&wav)})).await;
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["hash"], lab_hash(&wav));
-    let hash: SongHash = lab_hash(&wav).parse().unwrap();
-    let job = app.queue.job(&hash).await.unwrap().unwrap();
-    assert_eq!(app.storage.get(&ObjectKey::input(&job)).await.unwrap(), wav);
+    assert_eq!(app.queue.waiting().await.unwrap().len(), 5);
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! stemsep's separation engine: a Demucs model exported to ONNX (the split contract of
 //! `model/README.md`), run by tract with our own kernels for the products and convolutions, and
 //! the host side around it — resampling, STFT/iSTFT, segmenting and overlap-add — as demucs 4.1's
-//! `api.Separator` → `apply.apply_model` does it (shifts 0, overlap 0.25).
+//! `api.Separator` → `apply.apply_model` does it (overlap 0.25 and no shifts unless asked).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,6 +30,7 @@ mod kernels;
 mod memory;
 mod model;
 mod separate;
+mod shifts;
 mod sink;
 
 use std::path::Path;
@@ -45,7 +46,7 @@ pub use stemsep_manifest::{Manifest, Weights};
 use bag::Bag;
 use dsp::resample::resample;
 use dsp::stft::Stft;
-use separate::Chunking;
+use separate::{normalisation, Chunking, Input};
 
 /// The facts of a model: its manifest's and its cores' (ONNX `metadata_props` or a sidecar
 /// `<core>.onnx.json`; see `model/README.md` §1).
@@ -96,6 +97,20 @@ impl Default for EngineConfig {
             segments_in_flight: cores.min(2),
         }
     }
+}
+
+/// How one song is separated, beyond the model: demucs' `--shifts` and `--overlap`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SeparateOptions {
+    /// Passes over the song, each after a random lead of silence of up to half a second, averaged
+    /// (demucs' shifts; 0 or 1: one pass, 0 with no lead). Each pass costs a whole separation,
+    /// and with any the stems are held in memory until the last pass ends.
+    pub shifts: usize,
+    /// Seeds the random leads: the same seed gives the same samples.
+    pub seed: u64,
+    /// Fraction of a segment consecutive segments share, `0 ≤ overlap < 1` (the model's, 0.25,
+    /// when `None`). More overlap costs more segments.
+    pub overlap: Option<f64>,
 }
 
 /// Wall time of one segment's stages ([`Separator::time_segment`]).
@@ -154,7 +169,24 @@ impl Separator {
         sink: &mut dyn StemSink,
         progress: &dyn Progress,
     ) -> Result<(), EngineError> {
+        self.separate_with(audio, &SeparateOptions::default(), sink, progress)
+    }
+
+    /// [`Separator::separate`] with shifts or another overlap.
+    pub fn separate_with(
+        &self,
+        audio: PlanarAudio,
+        options: &SeparateOptions,
+        sink: &mut dyn StemSink,
+        progress: &dyn Progress,
+    ) -> Result<(), EngineError> {
         let info = self.info();
+        let overlap = options.overlap.unwrap_or(info.overlap);
+        if !(0.0..1.0).contains(&overlap) {
+            return Err(EngineError::Input(format!(
+                "overlap {overlap}: it is a fraction of a segment, at least 0 and below 1"
+            )));
+        }
         if audio.channels.len() != info.channels {
             return Err(EngineError::Input(format!(
                 "{} audio channels; the model takes {}",
@@ -166,14 +198,32 @@ impl Separator {
             return Err(stemsep_audio::AudioError::NoAudio.into());
         }
         let mix = resample(audio.channels, audio.sample_rate, info.sample_rate)?;
-        separate::separate(
-            &self.bag,
-            &self.stft,
-            &mix,
-            self.config.segments_in_flight,
-            sink,
-            progress,
-        )
+        let input = Input {
+            mix: &mix,
+            lead: 0,
+            norm: normalisation(&mix),
+            overlap,
+        };
+        let in_flight = self.config.segments_in_flight;
+        if options.shifts == 0 {
+            return separate::separate(&self.bag, &self.stft, input, in_flight, sink, progress);
+        }
+        // demucs' max_shift: int(0.5 * samplerate).
+        let max_shift = info.sample_rate as usize / 2;
+        let leads = shifts::leads(options.shifts, options.seed, max_shift);
+        let model = (&self.bag, &self.stft);
+        shifts::separate_shifted(model, input, &leads, in_flight, sink, progress)
+    }
+
+    /// `audio` at the model's sample rate (as [`Separator::separate`] resamples it): what stems
+    /// are subtracted from for a "minus" mix.
+    pub fn to_model_rate(&self, audio: PlanarAudio) -> Result<PlanarAudio, EngineError> {
+        let sample_rate = self.info().sample_rate;
+        let channels = resample(audio.channels, audio.sample_rate, sample_rate)?;
+        Ok(PlanarAudio {
+            sample_rate,
+            channels,
+        })
     }
 
     /// [`Separator::separate`] into memory: `result[s][c][n]`, sources in [`ModelInfo::sources`]

@@ -1,5 +1,5 @@
-//! A whole song through the core, the way demucs' `Separator` → `apply_model` (shifts 0, split on)
-//! does it (`model/README.md` §4):
+//! A whole song through the core, the way demucs' `Separator` → `apply_model` (split on) does it
+//! (`model/README.md` §4); one pass of it per shift when shifts are asked for ([`crate::shifts`]):
 //!
 //! 1. normalise by the mono mix's mean and unbiased std (+1e-8);
 //! 2. segments of `T` samples at offsets `0, stride, 2·stride, … < L`, `stride = int((1-overlap)·T)`,
@@ -84,13 +84,34 @@ pub fn normalisation(mix: &[Vec<f32>]) -> (f32, f32) {
     (mean as f32, var.sqrt() as f32 + 1e-8)
 }
 
-/// Separates `mix` (planar, at the model's rate and channel count) into the model's sources,
-/// streaming the result to `sink`, with `in_flight` segments computed in parallel (and the
-/// `n % in_flight` a song's `n` segments leave over alongside its first ones).
+/// The song a pass separates: the mix, normalised by `(mean, std)` as segments read it, after
+/// `lead` samples of (normalised) silence — demucs' shifts pad the song's start so.
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    /// The song, planar, at the model's rate and channel count.
+    pub mix: &'a [Vec<f32>],
+    /// Silence before the song, in samples.
+    pub lead: usize,
+    /// The whole song's normalisation ([`normalisation`]).
+    pub norm: (f32, f32),
+    /// Fraction of a segment consecutive segments share.
+    pub overlap: f64,
+}
+
+impl Input<'_> {
+    /// Length of the pass: the lead and the song, in samples.
+    fn len(&self) -> usize {
+        self.lead + self.mix[0].len()
+    }
+}
+
+/// Separates `input` into the model's sources, streaming the result (lead included) to `sink`,
+/// with `in_flight` segments computed in parallel (and the `n % in_flight` a song's `n`
+/// segments leave over alongside its first ones).
 pub fn separate(
     bag: &Bag,
     stft: &Stft,
-    mix: &[Vec<f32>],
+    input: Input,
     in_flight: usize,
     sink: &mut dyn StemSink,
     progress: &dyn Progress,
@@ -98,12 +119,12 @@ pub fn separate(
     let info = bag.info();
     let (channels, sources) = (info.channels, info.sources.len());
     assert_eq!(
-        mix.len(),
+        input.mix.len(),
         channels,
         "mix must have the model's channel count"
     );
-    let chunking = Chunking::new(mix[0].len(), info.segment_samples, info.overlap);
-    let (mean, std) = normalisation(mix);
+    let chunking = Chunking::new(input.len(), info.segment_samples, input.overlap);
+    let (mean, std) = input.norm;
     let n_chunks = chunking.count();
     let in_flight = in_flight.clamp(1, n_chunks.max(1));
     // A segment alone runs on the model's pool; segments side by side share its threads out,
@@ -152,7 +173,7 @@ pub fn separate(
                     }
                     let result = catch_unwind(AssertUnwindSafe(|| {
                         let segment = (i, own.as_ref().unwrap_or(bag.pool()));
-                        run_chunk(bag, stft, mix, (mean, std), chunking, segment, &mut scratch)
+                        run_chunk(bag, stft, input, chunking, segment, &mut scratch)
                     }))
                     .unwrap_or_else(|_| {
                         Err(EngineError::Internal(format!("segment {i} panicked")))
@@ -289,24 +310,25 @@ fn overlap_add(
     Ok(())
 }
 
-/// Runs chunk `i`: pads it to the core's length from the song (zeros past the ends), normalises,
-/// runs STFT → cores → iSTFT + time branch, and returns the centre-trimmed, weighted output
-/// `[S][C][len]`.
+/// Runs chunk `i`: pads it to the core's length from the song (zeros past its ends and in the
+/// lead), normalises, runs STFT → cores → iSTFT + time branch, and returns the centre-trimmed,
+/// weighted output `[S][C][len]`.
 fn run_chunk(
     bag: &Bag,
     stft: &Stft,
-    mix: &[Vec<f32>],
-    (mean, std): (f32, f32),
+    input: Input,
     chunking: &Chunking,
     (i, executor): (usize, &Executor),
     scratch: &mut StftScratch,
 ) -> Result<Vec<f32>, EngineError> {
     let channels = bag.info().channels;
+    let (mix, (mean, std)) = (input.mix, input.norm);
     let (offset, len) = (chunking.offset(i), chunking.chunk_len(i));
     let t = bag.core_length(len);
     let delta = t - len;
-    let start = offset as isize - (delta / 2) as isize;
-    let song = chunking.len as isize;
+    // In song samples: the pass's position less the lead.
+    let start = offset as isize - (delta / 2) as isize - input.lead as isize;
+    let song = mix[0].len() as isize;
     let mut u = vec![0.0f32; channels * t];
     for (c, plane) in u.chunks_exact_mut(t).enumerate() {
         let lo = (-start).clamp(0, t as isize) as usize;
@@ -440,7 +462,14 @@ mod tests {
         let n = 5 * info.segment_samples;
         let tone: Vec<f32> = (0..n).map(|i| (i as f32 * 0.01).sin() * 0.3).collect();
         let mut sink = FailingSink { pushed: 0 };
-        let err = separate(&bag, &stft, &[tone.clone(), tone], 2, &mut sink, &|_| {})
+        let mix = [tone.clone(), tone];
+        let input = Input {
+            mix: &mix,
+            lead: 0,
+            norm: normalisation(&mix),
+            overlap: info.overlap,
+        };
+        let err = separate(&bag, &stft, input, 2, &mut sink, &|_| {})
             .expect_err("the sink's failure ends the song");
         assert!(
             matches!(&err, EngineError::Audio(AudioError::Encode(m)) if m == "disk full"),
