@@ -57,7 +57,12 @@ async fn every_kind_of_audio_is_accepted_and_a_cut_one_refused() {
         ("M4A", fixture("song.m4a")),
         ("AAC", fixture("song.aac")),
     ] {
-        let cut = &bytes[..bytes.len() / 3];
+        // ADTS declares no length: a third of it is a shorter song; a cut inside its first
+        // frame is not audio.
+        let cut = match kind {
+            "AAC" => &bytes[..200],
+            _ => &bytes[..bytes.len() / 3],
+        };
         let msg = expect_error(app.post_json(&json!({"mp3": b64(cut)})).await, 422).await;
         assert!(
             msg.contains("not decodable audio"),

@@ -15,7 +15,8 @@
 //!   faster; the time of onnxruntime's core alone is the harder bar). onnxruntime runs the song
 //!   twice: one segment at a time on all threads, and segments side by side on one thread each as
 //!   ours does; the ratio takes its faster run. The MP3 songs add what the others do not do:
-//!   decoding the MP3 and encoding four;
+//!   decoding the MP3 and encoding four. After it, what one derived result costs beside the
+//!   separation: a mix of stems (the last one's complement) encoded as FLAC and as MP3;
 //! - with `STEMSEP_BENCH_MODELS=name=path,…`, the first song through each of those models (e.g. the
 //!   Demucs family's exports): time, RTF and peak RSS, each as a ratio to the first model's.
 //!
@@ -26,7 +27,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use stemsep_audio::{decode, encode_mp3};
+use stemsep_audio::{decode, encode_mp3, ClipMode, Depth, Format};
 use stemsep_engine::{EngineConfig, Mp3Sink, PlanarAudio, Separator};
 
 mod support;
@@ -98,13 +99,34 @@ fn child_song_pcm(model: &Path, cfg: EngineConfig, minutes: f64) {
         channels: vec![l, r],
     };
     let t = Instant::now();
-    separator
+    let stems = separator
         .separate_planar(audio, &|_| {})
         .expect("song separates");
+    let song_s = t.elapsed().as_secs_f64();
+    let peak = memory_mib().0;
+    // What a derived result costs: the complement of the last stem (no_vocals for htdemucs),
+    // mixed from the stems in memory and encoded, as FLAC and as MP3.
+    let t = Instant::now();
+    let mix: Vec<Vec<f32>> = (0..2)
+        .map(|c| {
+            let len = stems[0][c].len();
+            (0..len)
+                .map(|i| stems[..stems.len() - 1].iter().map(|s| s[c][i]).sum())
+                .collect()
+        })
+        .collect();
+    let mix_s = t.elapsed().as_secs_f64();
+    let encode = |format: Format| {
+        let t = Instant::now();
+        format
+            .encode(&mix, separator.info().sample_rate, ClipMode::Rescale)
+            .expect("mix encodes");
+        t.elapsed().as_secs_f64()
+    };
+    let flac_s = encode(Format::Flac(Depth::Int16));
+    let mp3_s = encode(Format::MP3_320);
     println!(
-        "{{\"song_s\":{:.2},\"peak_mib\":{:.0}}}",
-        t.elapsed().as_secs_f64(),
-        memory_mib().0
+        "{{\"song_s\":{song_s:.2},\"peak_mib\":{peak:.0},\"mix_s\":{mix_s:.3},\"mix_flac_s\":{flac_s:.2},\"mix_mp3_s\":{mp3_s:.2}}}"
     );
 }
 
@@ -399,4 +421,14 @@ fn song_pcm_against_references(minutes: f64, reference_song: &dyn Fn(&str) -> Op
         }
     }
     println!();
+    let (flac_s, mp3_s) = (
+        pcm["mix_flac_s"].as_f64().unwrap_or(f64::NAN),
+        pcm["mix_mp3_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    println!(
+        "{minutes:>4} min song, one derived mix (the other stems added, {:.2} s): FLAC 16 bit {flac_s:.2} s ({:.1}% of the separation), MP3 320 kbit/s {mp3_s:.2} s ({:.1}%)",
+        pcm["mix_s"].as_f64().unwrap_or(f64::NAN),
+        100.0 * flac_s / song_s,
+        100.0 * mp3_s / song_s
+    );
 }
