@@ -400,6 +400,21 @@ async fn a_worker_frozen_past_its_lease_cannot_complete() {
     // gives up; nothing it does reaches the record or the client.
     env.proc(frozen).thaw();
     env.wait_log(frozen, "no longer this worker's").await;
+    // The heartbeat says so first; the attempt is counted lost once its separation has stopped.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while env
+        .proc(frozen)
+        .metric("stemsep_worker_jobs_lost_total")
+        .await
+        < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frozen attempt is never counted lost\n{}",
+            env.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let procs = [frozen, rescuer];
     assert_eq!(
         total(&mut env, &procs, "stemsep_worker_jobs_done_total").await,
@@ -409,7 +424,8 @@ async fn a_worker_frozen_past_its_lease_cannot_complete() {
         env.proc(frozen)
             .metric("stemsep_worker_jobs_lost_total")
             .await,
-        1.0
+        1.0,
+        "counted once"
     );
     let after = env.job(&hash).await.unwrap();
     assert_eq!((after.state, after.attempts), (JobState::Done, 2));
