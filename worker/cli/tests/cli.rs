@@ -308,3 +308,35 @@ fn models_are_listed_and_bad_options_refused() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn minus_is_the_song_less_the_stem() {
+    let dir = tempfile::tempdir().unwrap();
+    let song = song_wav(dir.path(), 44_100);
+    let input = decode(&song);
+    let song = song.to_str().unwrap();
+    let exact = ["-n", "tiny", "--float32", "--clip-mode", "none"];
+    let mut args = vec![song, "--two-stems", "drums", "--other-method", "minus"];
+    args.extend(exact);
+    assert!(separate(&args, dir.path()).status.success());
+    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("tiny/my song"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["drums.wav", "minus_drums.wav"]);
+    let drums = decode(&dir.path().join("tiny/my song/drums.wav"));
+    let minus = decode(&dir.path().join("tiny/my song/minus_drums.wav"));
+    for c in 0..2 {
+        let want: Vec<f32> = input.channels[c]
+            .iter()
+            .zip(&drums.channels[c])
+            .map(|(x, d)| x - d)
+            .collect();
+        let snr = snr_db(&want, &minus.channels[c]);
+        assert!(
+            snr > 100.0,
+            "channel {c}: minus_drums is the song less drums at {snr:.1} dB"
+        );
+    }
+}

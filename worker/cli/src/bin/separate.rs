@@ -231,7 +231,11 @@ impl Job<'_> {
         bar.set_message(track.display().to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         let started = Instant::now();
-        let song = self.separator.to_model_rate(audio.clone())?;
+        // Only a minus mix needs the song itself, at the model's rate.
+        let song = match self.outputs.iter().any(|o| o.with_song) {
+            true => self.separator.to_model_rate(audio.clone())?.channels,
+            false => Vec::new(),
+        };
         let mut sink = CollectSink::default();
         let separated = self
             .separator
@@ -253,7 +257,7 @@ impl Job<'_> {
                 .outputs
                 .iter()
                 .map(|output| {
-                    let (stems, song) = (&stems, &song.channels);
+                    let (stems, song) = (&stems, &song);
                     scope.spawn(move || -> anyhow::Result<(String, Vec<u8>)> {
                         let samples = output.mix(stems, song);
                         let bytes = self.format.encode(&samples, info.sample_rate, self.clip)?;
