@@ -10,6 +10,6 @@ mod oracle;
 #[test]
 fn every_kept_body_satisfies_the_upload_oracle() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let ran = stemsep_testkit::replay_fuzz_corpus(&fuzz, "separate_body", 3, oracle::check);
+    let ran = stemsep_testkit::replay_fuzz_corpus(&fuzz, "separate_body", 2400, oracle::check);
     eprintln!("{ran} bodies replayed");
 }
