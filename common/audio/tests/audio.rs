@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use stemsep_audio::{decode, encode_mp3, probe, AudioError, PlanarAudio};
+use stemsep_testkit::snr_db;
 
 const SR: u32 = 44_100;
 const LONG: Duration = Duration::from_secs(20 * 60);
@@ -56,16 +57,6 @@ fn brief(r: &Result<PlanarAudio, AudioError>) -> String {
         Ok(a) => format!("Ok({} samples at {} Hz)", a.len(), a.sample_rate),
         Err(e) => format!("Err({e:?})"),
     }
-}
-
-fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
-    let s: f64 = reference.iter().map(|&x| (x as f64).powi(2)).sum();
-    let e: f64 = reference
-        .iter()
-        .zip(estimate)
-        .map(|(&r, &x)| (r as f64 - x as f64).powi(2))
-        .sum();
-    10.0 * (s / e.max(1e-300)).log10()
 }
 
 /// The lag (in samples, within ±`max`) at which `b` best matches `a`.

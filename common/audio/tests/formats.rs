@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use stemsep_audio::{decode, probe, AudioError, ClipMode, Depth, Format, PlanarAudio};
+use stemsep_testkit::snr_db;
 
 const SR: u32 = 44_100;
 const LONG: Duration = Duration::from_secs(600);
@@ -34,16 +35,6 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
-    let s: f64 = reference.iter().map(|&x| (x as f64).powi(2)).sum();
-    let e: f64 = reference
-        .iter()
-        .zip(estimate)
-        .map(|(&r, &x)| (r as f64 - x as f64).powi(2))
-        .sum();
-    10.0 * (s / e.max(1e-300)).log10()
-}
-
 /// The best SNR of `got` against `want` over lags within ±`max` samples (lossy codecs may keep
 /// their priming), and that lag.
 fn aligned_snr(want: &[f32], got: &[f32], max: usize) -> (f64, isize) {
@@ -57,6 +48,20 @@ fn aligned_snr(want: &[f32], got: &[f32], max: usize) -> (f64, isize) {
         })
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .unwrap()
+}
+
+/// `audio` through `format` with `clip`, and back through the decoder.
+fn round_trip(format: Format, clip: ClipMode, audio: &[Vec<f32>]) -> PlanarAudio {
+    let bytes = format.encode(audio, SR, clip).unwrap();
+    decode(&bytes, LONG).unwrap_or_else(|e| panic!("{format}: {e}"))
+}
+
+/// The largest magnitude of any sample.
+fn peak(channels: &[Vec<f32>]) -> f32 {
+    channels
+        .iter()
+        .flatten()
+        .fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
 fn shape(audio: &PlanarAudio) -> String {
@@ -174,8 +179,8 @@ fn every_output_format_decodes_back_with_its_precision() {
         l.iter().map(|x| x * 2.2).collect::<Vec<f32>>(),
         r.iter().map(|x| x * 2.2).collect(),
     ];
-    let peak = loud.iter().flatten().fold(0.0f32, |m, x| m.max(x.abs()));
-    assert!(peak > 1.0);
+    let loudest = peak(&loud);
+    assert!(loudest > 1.0);
     for (format, clip, floor_db) in [
         (Format::Wav(Depth::Float32), ClipMode::None, 140.0),
         (Format::Wav(Depth::Int24), ClipMode::Rescale, 120.0),
@@ -184,8 +189,7 @@ fn every_output_format_decodes_back_with_its_precision() {
         (Format::Flac(Depth::Int16), ClipMode::Rescale, 80.0),
         (Format::MP3_320, ClipMode::Rescale, 20.0),
     ] {
-        let bytes = format.encode(&loud, SR, clip).unwrap();
-        let back = decode(&bytes, LONG).unwrap();
+        let back = round_trip(format, clip, &loud);
         assert_eq!(
             (back.sample_rate, back.channels.len(), back.len()),
             (SR, 2, SR as usize),
@@ -193,7 +197,7 @@ fn every_output_format_decodes_back_with_its_precision() {
         );
         // Rescale divides the whole file by 1.01 × its peak.
         let gain = match clip {
-            ClipMode::Rescale => 1.0 / (1.01 * peak),
+            ClipMode::Rescale => 1.0 / (1.01 * loudest),
             _ => 1.0,
         };
         for (c, (loud, got)) in loud.iter().zip(&back.channels).enumerate() {
@@ -205,30 +209,13 @@ fn every_output_format_decodes_back_with_its_precision() {
     }
     // Without rescaling, 16 bit saturates at full scale (never wraps to the other sign), and
     // float keeps the peaks.
-    let clipped = decode(
-        &Format::Wav(Depth::Int16)
-            .encode(&loud, SR, ClipMode::None)
-            .unwrap(),
-        LONG,
-    )
-    .unwrap();
+    let clipped = round_trip(Format::Wav(Depth::Int16), ClipMode::None, &loud);
     for (x, y) in loud[0].iter().zip(&clipped.channels[0]) {
         assert!(
             x.signum() == y.signum() || *y == 0.0 || x.abs() < 1e-4,
             "{x} became {y}"
         );
     }
-    let float = decode(
-        &Format::Wav(Depth::Float32)
-            .encode(&loud, SR, ClipMode::None)
-            .unwrap(),
-        LONG,
-    )
-    .unwrap();
-    let kept = float
-        .channels
-        .iter()
-        .flatten()
-        .fold(0.0f32, |m, x| m.max(x.abs()));
-    assert_eq!(kept, peak, "float WAV keeps what 16-bit clips");
+    let kept = peak(&round_trip(Format::Wav(Depth::Float32), ClipMode::None, &loud).channels);
+    assert_eq!(kept, loudest, "float WAV keeps what 16-bit clips");
 }

@@ -389,6 +389,18 @@ fn encode(
     Ok(out)
 }
 
+/// SNR of `estimate` against `reference`, in dB: signal energy over the energy of their
+/// difference (f64 sums; an exact match gives ~3000 dB rather than infinity).
+pub fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
+    let signal: f64 = reference.iter().map(|&x| f64::from(x).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(estimate)
+        .map(|(&r, &e)| (f64::from(r) - f64::from(e)).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-300)).log10()
+}
+
 /// Runs `check` (a fuzz target's oracle, which panics on a fault) on every input committed for
 /// cargo-fuzz target `target` under `fuzz_dir`: its kept corpus (`corpus/<target>/`) and the
 /// inputs it found faults with (`regressions/<target>/`). Panics naming the first input that

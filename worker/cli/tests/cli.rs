@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use stemsep_audio::{ClipMode, Depth, Format, PlanarAudio};
+use stemsep_testkit::snr_db;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -31,6 +32,16 @@ fn decode(path: &Path) -> PlanarAudio {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     stemsep_audio::decode(&bytes, Duration::from_secs(600))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    files
 }
 
 /// Four seconds of a chord with a little noise, as a 16-bit WAV at `rate` Hz.
@@ -60,16 +71,6 @@ fn song_wav(dir: &Path, rate: u32) -> PathBuf {
     let path = dir.join("my song.wav");
     std::fs::write(&path, bytes).unwrap();
     path
-}
-
-fn snr_db(want: &[f32], got: &[f32]) -> f64 {
-    let signal: f64 = want.iter().map(|&x| (x as f64).powi(2)).sum();
-    let noise: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(1e-30)).log10()
 }
 
 #[test]
@@ -129,13 +130,10 @@ fn two_stems_add_up_to_the_stems_in_every_format() {
         ];
         args.extend(&flags);
         assert!(separate(&args, &out_dir).status.success(), "{flags:?}");
-        let files: Vec<_> = std::fs::read_dir(out_dir.join("tiny/my song"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        let mut files = files;
-        files.sort();
-        assert_eq!(files, [format!("no_vocals.{ext}"), format!("vocals.{ext}")]);
+        assert_eq!(
+            files_in(&out_dir.join("tiny/my song")),
+            [format!("no_vocals.{ext}"), format!("vocals.{ext}")]
+        );
         let vocals = decode(&out_dir.join(format!("tiny/my song/vocals.{ext}")));
         let rest = decode(&out_dir.join(format!("tiny/my song/no_vocals.{ext}")));
         assert_eq!(vocals.len(), stems[0].len(), "{flags:?}");
@@ -319,12 +317,10 @@ fn minus_is_the_song_less_the_stem() {
     let mut args = vec![song, "--two-stems", "drums", "--other-method", "minus"];
     args.extend(exact);
     assert!(separate(&args, dir.path()).status.success());
-    let mut files: Vec<_> = std::fs::read_dir(dir.path().join("tiny/my song"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    files.sort();
-    assert_eq!(files, ["drums.wav", "minus_drums.wav"]);
+    assert_eq!(
+        files_in(&dir.path().join("tiny/my song")),
+        ["drums.wav", "minus_drums.wav"]
+    );
     let drums = decode(&dir.path().join("tiny/my song/drums.wav"));
     let minus = decode(&dir.path().join("tiny/my song/minus_drums.wav"));
     for c in 0..2 {

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use stemsep_engine::PlanarAudio;
 use stemsep_engine::{EngineConfig, Separator};
+use stemsep_testkit::snr_db;
 
 fn tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model/tiny")
@@ -19,16 +20,6 @@ fn read_f32(path: &Path) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
-}
-
-fn snr_db(reference: &[f32], estimate: &[f32]) -> f64 {
-    let signal: f64 = reference.iter().map(|&x| (x as f64).powi(2)).sum();
-    let noise: f64 = reference
-        .iter()
-        .zip(estimate)
-        .map(|(&r, &e)| (r as f64 - e as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(1e-300)).log10()
 }
 
 #[test]
