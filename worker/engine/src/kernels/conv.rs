@@ -251,8 +251,8 @@ impl TypedOp for ConvGemm {
 mod tests {
     use super::*;
     use crate::kernels::test_tensors::{
-        absolute, any_case, filled, on_threads, reference, spatial_case, within_summation_error,
-        worst_difference, SpatialCase,
+        absolute, any_case, filled, on_threads, reference, same_on_any_thread_count, spatial_case,
+        within_summation_error, worst_difference, SpatialCase,
     };
     use proptest::prelude::*;
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
@@ -380,14 +380,7 @@ mod tests {
         /// dot product over the same k in the same order: bit-exact on any number of threads.
         #[test]
         fn threads_do_not_change_a_convolution(case in spatial_case()) {
-            let op = ConvGemm { conv: conv_of(&case) };
-            let inputs = case.inputs();
-            let run = |threads| {
-                on_threads(threads, || op.eval(&EvalContext::out_of_plan(), inputs.clone()))
-            };
-            if let (Ok(one), Ok(more)) = (run(1), run(case.threads.max(2))) {
-                prop_assert_eq!(&one[0], &more[0]);
-            }
+            same_on_any_thread_count(&ConvGemm { conv: conv_of(&case) }, &case.inputs(), case.threads)?;
         }
     }
 

@@ -264,8 +264,8 @@ impl TypedOp for DeconvGemm {
 mod tests {
     use super::*;
     use crate::kernels::test_tensors::{
-        absolute, any_case, filled, on_threads, reference, spatial_case, within_summation_error,
-        worst_difference, Padding, SpatialCase,
+        absolute, any_case, filled, on_threads, reference, same_on_any_thread_count, spatial_case,
+        within_summation_error, worst_difference, Padding, SpatialCase,
     };
     use proptest::prelude::*;
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
@@ -388,14 +388,7 @@ mod tests {
         /// threads, as the convolutions are.
         #[test]
         fn threads_do_not_change_a_transposed_convolution(case in spatial_case()) {
-            let op = DeconvGemm { deconv: deconv_of(&case) };
-            let inputs = case.inputs();
-            let run = |threads| {
-                on_threads(threads, || op.eval(&EvalContext::out_of_plan(), inputs.clone()))
-            };
-            if let (Ok(one), Ok(more)) = (run(1), run(case.threads.max(2))) {
-                prop_assert_eq!(&one[0], &more[0]);
-            }
+            same_on_any_thread_count(&DeconvGemm { deconv: deconv_of(&case) }, &case.inputs(), case.threads)?;
         }
     }
 

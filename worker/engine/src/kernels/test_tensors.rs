@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::{EvalContext, EvalOp};
 use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -73,6 +74,24 @@ pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     } else {
         f()
     }
+}
+
+/// Whether `op` gives the same bits on one thread as on `threads` (at least two) for `inputs`,
+/// when it answers on both: our kernels share work out by shape, never by thread count.
+pub fn same_on_any_thread_count<O: EvalOp + Sync>(
+    op: &O,
+    inputs: &TVec<TValue>,
+    threads: usize,
+) -> Result<(), TestCaseError> {
+    let run = |threads| {
+        on_threads(threads, || {
+            op.eval(&EvalContext::out_of_plan(), inputs.clone())
+        })
+    };
+    if let (Ok(one), Ok(more)) = (run(1), run(threads.max(2))) {
+        prop_assert_eq!(&one[0], &more[0]);
+    }
+    Ok(())
 }
 
 /// How a random case pads: the four kinds of `PaddingSpec` a (transposed) convolution takes.
