@@ -231,9 +231,11 @@ impl Job<'_> {
         bar.set_message(track.display().to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         let started = Instant::now();
-        // Only a minus mix needs the song itself, at the model's rate.
+        // At the model's rate here (the engine would resample it anyway), so that a minus mix
+        // takes the song as the model saw it without resampling it a second time.
+        let audio = self.separator.to_model_rate(audio)?;
         let song = match self.outputs.iter().any(|o| o.with_song) {
-            true => self.separator.to_model_rate(audio.clone())?.channels,
+            true => audio.channels.clone(),
             false => Vec::new(),
         };
         let mut sink = CollectSink::default();
