@@ -59,18 +59,43 @@ pub struct AudioInfo {
 /// every packet as [`decode`] does but keeps no samples, so its memory stays that of one packet.
 /// CPU-bound: call it off an async event loop.
 pub fn probe(bytes: &[u8], max_duration: Duration) -> Result<AudioInfo, AudioError> {
-    read(bytes, max_duration, Mode::Probe).map(|read| read.info)
+    read(bytes, max_duration, Mode::Probe, Stereo::default()).map(|read| read.info)
 }
 
 /// Decodes `bytes` to stereo planar f32 at the stream's sample rate: mono is duplicated, more
 /// than two channels are down-mixed. Fails with [`AudioError::TooLong`] past `max_duration`.
 pub fn decode(bytes: &[u8], max_duration: Duration) -> Result<PlanarAudio, AudioError> {
-    let read = read(bytes, max_duration, Mode::Decode)?;
-    let Stereo { left, right } = read.samples;
+    let read = read(bytes, max_duration, Mode::Decode, Stereo::default())?;
+    let Stereo { left, right, .. } = read.samples;
     Ok(PlanarAudio {
         sample_rate: read.info.sample_rate,
         channels: vec![left, right],
     })
+}
+
+/// Decodes `bytes` as [`decode`] does, adding `gain` × its samples into `mix` (stereo, any
+/// length: it grows to the decoded length) instead of returning them, so a sum of several files
+/// never holds more than one packet of each; returns the sample rate.
+pub fn decode_adding(
+    bytes: &[u8],
+    max_duration: Duration,
+    mix: &mut [Vec<f32>; 2],
+    gain: f32,
+) -> Result<u32, AudioError> {
+    let [left, right] = mix;
+    let into = Stereo {
+        left: std::mem::take(left),
+        right: std::mem::take(right),
+        at: 0,
+        gain,
+    };
+    let read = read(bytes, max_duration, Mode::Add, into);
+    let rate = read.map(|read| {
+        *left = read.samples.left;
+        *right = read.samples.right;
+        read.info.sample_rate
+    })?;
+    Ok(rate)
 }
 
 /// Whether [`read`] keeps the samples it decodes.
@@ -80,6 +105,8 @@ enum Mode {
     Probe,
     /// Decode, count and keep.
     Decode,
+    /// Decode, count and add into the samples given.
+    Add,
 }
 
 /// What one pass over a file gives.
@@ -89,20 +116,33 @@ struct Read {
 }
 
 /// The one pass [`probe`] and [`decode`] share.
-fn read(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, AudioError> {
+fn read(
+    bytes: &[u8],
+    max_duration: Duration,
+    mode: Mode,
+    into: Stereo,
+) -> Result<Read, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
     // symphonia has arithmetic on header fields that can overflow on hostile input; a panic there
     // must be a bad-input error, not a crashed server or worker.
-    catch_unwind(AssertUnwindSafe(|| read_inner(bytes, max_duration, mode))).unwrap_or_else(|_| {
+    catch_unwind(AssertUnwindSafe(|| {
+        read_inner(bytes, max_duration, mode, into)
+    }))
+    .unwrap_or_else(|_| {
         Err(AudioError::Corrupt(
             "the decoder rejected malformed data".into(),
         ))
     })
 }
 
-fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, AudioError> {
+fn read_inner(
+    bytes: &[u8],
+    max_duration: Duration,
+    mode: Mode,
+    mut samples: Stereo,
+) -> Result<Read, AudioError> {
     let source = MediaSourceStream::new(Box::new(Cursor::new(bytes.to_vec())), Default::default());
     // Gapless: honour the LAME/iTunes delay and padding so stems line up with the input.
     let format_opts = FormatOptions {
@@ -146,17 +186,14 @@ fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, 
     // Reserve for the declared length, but no more than the bytes could plausibly hold: a header
     // may declare billions of frames at an absurd sample rate, and reserving that would abort the
     // process. A file that really is longer just grows the buffers.
-    let capacity = match mode {
-        Mode::Decode => declared
+    if mode == Mode::Decode {
+        let capacity = declared
             .unwrap_or(0)
             .min(max_frames)
-            .min(bytes.len() as u64 * FRAMES_PER_BYTE) as usize,
-        Mode::Probe => 0,
-    };
-    let mut samples = Stereo {
-        left: Vec::with_capacity(capacity),
-        right: Vec::with_capacity(capacity),
-    };
+            .min(bytes.len() as u64 * FRAMES_PER_BYTE) as usize;
+        samples.left.reserve(capacity);
+        samples.right.reserve(capacity);
+    }
     let mut frames: u64 = 0;
     let (mut decoded, mut bad, mut good) = (0usize, 0usize, 0usize);
     let mut channels = 0usize;
@@ -189,7 +226,7 @@ fn read_inner(bytes: &[u8], max_duration: Duration, mode: Mode) -> Result<Read, 
                 good += 1;
                 channels = buf.spec().channels.count();
                 frames += buf.frames() as u64;
-                if mode == Mode::Decode {
+                if mode != Mode::Probe {
                     samples.append(buf);
                 }
             }
@@ -256,11 +293,25 @@ fn describe(e: &SymphoniaError) -> String {
     }
 }
 
-/// The growing stereo result; each decoded buffer is mixed into it by its own channel layout
-/// (MP3 may change channel mode between frames).
+/// The stereo result; each decoded buffer is added into it at `at`, times `gain`, by its own
+/// channel layout (MP3 may change channel mode between frames), growing it as needed.
 struct Stereo {
     left: Vec<f32>,
     right: Vec<f32>,
+    /// Where the next buffer goes.
+    at: usize,
+    gain: f32,
+}
+
+impl Default for Stereo {
+    fn default() -> Self {
+        Stereo {
+            left: Vec::new(),
+            right: Vec::new(),
+            at: 0,
+            gain: 1.0,
+        }
+    }
 }
 
 impl Stereo {
@@ -282,11 +333,17 @@ impl Stereo {
     fn append_typed<S: Sample + IntoSample<f32>>(&mut self, buf: &AudioBuffer<S>) {
         let frames = buf.frames();
         let weights = downmix_weights(buf.spec().channels);
-        let start = self.left.len();
-        self.left.resize(start + frames, 0.0);
-        self.right.resize(start + frames, 0.0);
-        let (left, right) = (&mut self.left[start..], &mut self.right[start..]);
+        let (start, end) = (self.at, self.at + frames);
+        for side in [&mut self.left, &mut self.right] {
+            if side.len() < end {
+                side.resize(end, 0.0);
+            }
+        }
+        self.at = end;
+        let (left, right) = (&mut self.left[start..end], &mut self.right[start..end]);
+        let gain = self.gain;
         for (ch, &(wl, wr)) in weights.iter().enumerate() {
+            let (wl, wr) = (wl * gain, wr * gain);
             for (i, &s) in buf.chan(ch).iter().enumerate() {
                 let s: f32 = s.into_sample();
                 left[i] += wl * s;

@@ -110,18 +110,7 @@ pub fn encode_mp3(
     sample_rate: u32,
     bitrate_kbps: u32,
 ) -> Result<Vec<u8>, AudioError> {
-    encode_mp3_preset(left, right, sample_rate, bitrate_kbps, 2)
-}
-
-/// [`encode_mp3`] at LAME quality `preset`.
-pub(crate) fn encode_mp3_preset(
-    left: &[f32],
-    right: &[f32],
-    sample_rate: u32,
-    bitrate_kbps: u32,
-    preset: u8,
-) -> Result<Vec<u8>, AudioError> {
-    let mut w = Mp3Writer::with_preset(sample_rate, bitrate_kbps, preset)?;
+    let mut w = Mp3Writer::new(sample_rate, bitrate_kbps)?;
     w.push(left, right)?;
     w.finish()
 }

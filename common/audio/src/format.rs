@@ -5,9 +5,6 @@ use std::fmt;
 use std::io::Cursor;
 use std::str::FromStr;
 
-use flacenc::component::BitRepr;
-use flacenc::error::Verify;
-
 use crate::AudioError;
 
 /// What samples of a PCM file (WAV, FLAC) hold.
@@ -110,24 +107,34 @@ impl Format {
             )));
         }
         let gain = clip.gain(audio);
-        let limited = (clip != ClipMode::None).then(|| {
+        // Limited a chunk at a time, so a long file is never copied whole.
+        let chunks = left.chunks(CHUNK).zip(right.chunks(CHUNK)).map(|(l, r)| {
             let limit =
                 |c: &[f32]| -> Vec<f32> { c.iter().map(|&x| clip.limit(x * gain)).collect() };
-            (limit(left), limit(right))
+            (limit(l), limit(r))
         });
-        let (left, right) = match &limited {
-            Some((l, r)) => (l.as_slice(), r.as_slice()),
-            None => (left.as_slice(), right.as_slice()),
-        };
         match self.validated()? {
             Format::Mp3 { kbps, preset } => {
-                crate::encode::encode_mp3_preset(left, right, sample_rate, kbps, preset)
+                let mut writer = crate::Mp3Writer::with_preset(sample_rate, kbps, preset)?;
+                for (l, r) in chunks {
+                    writer.push(&l, &r)?;
+                }
+                writer.finish()
             }
-            Format::Wav(depth) => wav(left, right, sample_rate, depth),
-            Format::Flac(depth) => flac(left, right, sample_rate, depth),
+            Format::Flac(depth) => {
+                let mut writer = crate::FlacWriter::new(sample_rate, depth, 1.0)?;
+                for (l, r) in chunks {
+                    writer.push(&l, &r)?;
+                }
+                writer.finish()
+            }
+            Format::Wav(depth) => wav(chunks, left.len(), sample_rate, depth),
         }
     }
 }
+
+/// Samples per channel limited and encoded at a time.
+const CHUNK: usize = 1 << 16;
 
 impl fmt::Display for Format {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -207,14 +214,19 @@ impl fmt::Display for ClipMode {
 
 /// `x` (full scale ±1) as a signed integer of `bits` bits, saturating: a sample beyond full
 /// scale becomes the extreme value, never a wrapped one.
-fn to_int(x: f32, bits: u16) -> i32 {
+pub(crate) fn to_int(x: f32, bits: u16) -> i32 {
     let full = (1i64 << (bits - 1)) as f64;
     // NaN (which no stem holds, but a float can) becomes silence.
     let x = if x.is_nan() { 0.0 } else { x as f64 };
     (x * full).round().clamp(-full, full - 1.0) as i32
 }
 
-fn wav(left: &[f32], right: &[f32], sample_rate: u32, depth: Depth) -> Result<Vec<u8>, AudioError> {
+fn wav(
+    chunks: impl Iterator<Item = (Vec<f32>, Vec<f32>)>,
+    len: usize,
+    sample_rate: u32,
+    depth: Depth,
+) -> Result<Vec<u8>, AudioError> {
     let spec = hound::WavSpec {
         channels: 2,
         sample_rate,
@@ -226,57 +238,22 @@ fn wav(left: &[f32], right: &[f32], sample_rate: u32, depth: Depth) -> Result<Ve
     };
     let fail = |e: hound::Error| AudioError::Encode(format!("WAV: {e}"));
     let bytes_per_sample = usize::from(depth.bits() / 8);
-    let mut out = Cursor::new(Vec::with_capacity(44 + left.len() * 2 * bytes_per_sample));
+    let mut out = Cursor::new(Vec::with_capacity(44 + len * 2 * bytes_per_sample));
     let mut writer = hound::WavWriter::new(&mut out, spec).map_err(fail)?;
-    for (&l, &r) in left.iter().zip(right) {
-        for x in [l, r] {
-            match depth {
-                Depth::Float32 => writer.write_sample(x),
-                Depth::Int16 => writer.write_sample(to_int(x, 16) as i16),
-                Depth::Int24 => writer.write_sample(to_int(x, 24)),
+    for (left, right) in chunks {
+        for (&l, &r) in left.iter().zip(&right) {
+            for x in [l, r] {
+                match depth {
+                    Depth::Float32 => writer.write_sample(x),
+                    Depth::Int16 => writer.write_sample(to_int(x, 16) as i16),
+                    Depth::Int24 => writer.write_sample(to_int(x, 24)),
+                }
+                .map_err(fail)?;
             }
-            .map_err(fail)?;
         }
     }
     writer.finalize().map_err(fail)?;
     Ok(out.into_inner())
-}
-
-fn flac(
-    left: &[f32],
-    right: &[f32],
-    sample_rate: u32,
-    depth: Depth,
-) -> Result<Vec<u8>, AudioError> {
-    let bits = depth.bits();
-    let interleaved: Vec<i32> = left
-        .iter()
-        .zip(right)
-        .flat_map(|(&l, &r)| [to_int(l, bits), to_int(r, bits)])
-        .collect();
-    let config = flacenc::config::Encoder::default()
-        .into_verified()
-        .map_err(|(_, e)| AudioError::Encode(format!("FLAC configuration: {e}")))?;
-    let source = flacenc::source::MemSource::from_samples(
-        &interleaved,
-        2,
-        usize::from(bits),
-        sample_rate as usize,
-    );
-    let mut stream = flacenc::encode_with_fixed_block_size(&config, source, config.block_size)
-        .map_err(|e| AudioError::Encode(format!("FLAC: {e}")))?;
-    // flacenc counts the short last block in STREAMINFO's minimum block size; the format
-    // excludes it (libFLAC writes min = max for a fixed block size), and symphonia takes a
-    // minimum below the maximum for a variable-block-size stream it then cannot read.
-    stream
-        .stream_info_mut()
-        .set_block_sizes(config.block_size, config.block_size)
-        .map_err(|e| AudioError::Encode(format!("FLAC: {e}")))?;
-    let mut sink = flacenc::bitsink::ByteSink::new();
-    stream
-        .write(&mut sink)
-        .map_err(|e| AudioError::Encode(format!("FLAC: {e}")))?;
-    Ok(sink.into_inner())
 }
 
 /// Parses demucs-style names: `mp3`, `mp3:<kbps>`, `flac`, `flac24`, `wav`, `wav24`, `wavf32`.

@@ -8,12 +8,20 @@
 mod decode;
 mod encode;
 mod error;
+mod flac;
 mod format;
+mod master;
+mod mix;
+mod stream;
 
-pub use decode::{decode, probe, AudioInfo};
+pub use decode::{decode, decode_adding, probe, AudioInfo};
 pub use encode::{encode_mp3, Mp3Writer, BITRATES_KBPS};
 pub use error::AudioError;
+pub use flac::FlacWriter;
 pub use format::{ClipMode, Depth, Format};
+pub use master::{add_master, master_writer};
+pub use mix::mix;
+pub use stream::StreamWriter;
 
 /// Stereo (or any channel count) audio, planar `f32` in −1..1 at `sample_rate`.
 #[derive(Debug, Clone, PartialEq)]

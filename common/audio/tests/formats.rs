@@ -6,7 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use stemsep_audio::{decode, probe, AudioError, ClipMode, Depth, Format, PlanarAudio};
+use stemsep_audio::{
+    add_master, decode, master_writer, probe, AudioError, ClipMode, Depth, FlacWriter, Format,
+    PlanarAudio,
+};
 use stemsep_testkit::snr_db;
 
 const SR: u32 = 44_100;
@@ -218,4 +221,56 @@ fn every_output_format_decodes_back_with_its_precision() {
     }
     let kept = peak(&round_trip(Format::Wav(Depth::Float32), ClipMode::None, &loud).channels);
     assert_eq!(kept, loudest, "float WAV keeps what 16-bit clips");
+}
+
+#[test]
+fn flac_streamed_block_by_block_is_the_flac_written_at_once() {
+    let [left, right] = chord(FIXTURE_SAMPLES + 1234);
+    let whole = Format::Flac(Depth::Int24)
+        .encode(&[left.clone(), right.clone()], SR, ClipMode::None)
+        .unwrap();
+    let mut writer = FlacWriter::new(SR, Depth::Int24, 1.0).unwrap();
+    // Blocks of every awkward size: shorter than a FLAC frame, across frames, one sample.
+    let mut at = 0;
+    for (i, n) in [1usize, 777, 4096, 10_000, 3].iter().cycle().enumerate() {
+        let end = (at + n).min(left.len());
+        writer.push(&left[at..end], &right[at..end]).unwrap();
+        at = end;
+        if at == left.len() || i > 10_000 {
+            break;
+        }
+    }
+    assert_eq!(writer.finish().unwrap(), whole);
+    let back = decode(&whole, LONG).unwrap();
+    assert_eq!(back.len(), left.len(), "{}", shape(&back));
+    assert!(writer_rejects_ragged_channels());
+}
+
+fn writer_rejects_ragged_channels() -> bool {
+    let mut writer = FlacWriter::new(SR, Depth::Int16, 1.0).unwrap();
+    writer.push(&[0.0; 3], &[0.0; 2]).is_err() && FlacWriter::new(SR, Depth::Float32, 1.0).is_err()
+}
+
+#[test]
+fn masters_keep_stems_beyond_full_scale() {
+    let [left, right] = chord(SR as usize);
+    // A stem 2.5 times louder than full scale: 16-bit files would clip it.
+    let loud: Vec<Vec<f32>> = [left, right]
+        .iter()
+        .map(|c| c.iter().map(|x| x * 5.0).collect())
+        .collect();
+    assert!(peak(&loud) > 2.0);
+    let mut master = master_writer(SR).unwrap();
+    master.push(&loud[0], &loud[1]).unwrap();
+    let bytes = master.finish().unwrap();
+    // Added twice into one mix: the stems' sum, at their level.
+    let mut mix = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        assert_eq!(add_master(&bytes, &mut mix).unwrap(), SR);
+    }
+    for (want, got) in loud.iter().zip(&mix) {
+        let got: Vec<f32> = got.iter().map(|x| x / 2.0).collect();
+        let snr = snr_db(want, &got);
+        assert!(snr > 125.0, "master: {snr:.1} dB");
+    }
 }

@@ -83,21 +83,16 @@ impl Output {
     /// This output's samples from the separated `stems[s][c][n]` and the `song` (at the model's
     /// rate, as long as the stems).
     pub fn mix(&self, stems: &[Vec<Vec<f32>>], song: &[Vec<f32>]) -> Vec<Vec<f32>> {
-        let channels = stems.first().map_or(0, Vec::len);
-        let len = stems.first().and_then(|s| s.first()).map_or(0, Vec::len);
-        let mut out = match self.with_song {
-            true => song
-                .iter()
-                .map(|c| c[..len.min(c.len())].to_vec())
-                .collect(),
-            false => vec![vec![0.0f32; len]; channels],
-        };
-        for &(s, sign) in &self.sources {
-            for (o, c) in out.iter_mut().zip(&stems[s]) {
-                o.iter_mut().zip(c).for_each(|(a, &b)| *a += sign * b);
-            }
-        }
-        out
+        let song = self.with_song.then_some((song, 1.0));
+        let terms: Vec<(&[Vec<f32>], f32)> = song
+            .into_iter()
+            .chain(
+                self.sources
+                    .iter()
+                    .map(|&(s, sign)| (stems[s].as_slice(), sign)),
+            )
+            .collect();
+        stemsep_audio::mix(&terms)
     }
 }
 
