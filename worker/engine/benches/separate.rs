@@ -6,7 +6,7 @@
 //! - the same segment on onnxruntime and PyTorch demucs via `model/bench_ref.py` when python with
 //!   those packages is available (`STEMSEP_BENCH_PYTHON`, default
 //!   `python3`), as ratios;
-//! - whole songs (synthetic music, MP3 in → one MP3 per stem out through an `Mp3Sink`) of
+//! - whole songs (synthetic music, MP3 in → one MP3 per stem out through an `EncodeSink`) of
 //!   1, 4 and 10 minutes (`STEMSEP_BENCH_MINUTES=1,4,10`): wall time, real-time factor, time per
 //!   segment, and peak RSS — each song runs in its own child process so each peak is its own;
 //! - the first song also separated by onnxruntime (the core, with `model/reference.py`'s numpy host
@@ -15,8 +15,9 @@
 //!   faster; the time of onnxruntime's core alone is the harder bar). onnxruntime runs the song
 //!   twice: one segment at a time on all threads, and segments side by side on one thread each as
 //!   ours does; the ratio takes its faster run. The MP3 songs add what the others do not do:
-//!   decoding the MP3 and encoding four. After it, what one derived result costs beside the
-//!   separation: a mix of stems (the last one's complement) encoded as FLAC and as MP3;
+//!   decoding the MP3 and encoding four. After it, what the service adds beside the separation:
+//!   every stem streamed into its lossless master, and one file made from the masters (the last
+//!   stem's complement, decoded, mixed and encoded as FLAC and as MP3);
 //! - with `STEMSEP_BENCH_MODELS=name=path,…`, the first song through each of those models (e.g. the
 //!   Demucs family's exports): time, RTF and peak RSS, each as a ratio to the first model's.
 //!
@@ -28,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stemsep_audio::{decode, encode_mp3, ClipMode, Depth, Format};
-use stemsep_engine::{EngineConfig, Mp3Sink, PlanarAudio, Separator};
+use stemsep_engine::{EncodeSink, EngineConfig, PlanarAudio, Separator};
 
 mod support;
 use support::{config, env_or, model_path, segment_audio, synthetic_song};
@@ -104,29 +105,35 @@ fn child_song_pcm(model: &Path, cfg: EngineConfig, minutes: f64) {
         .expect("song separates");
     let song_s = t.elapsed().as_secs_f64();
     let peak = memory_mib().0;
-    // What a derived result costs: the complement of the last stem (no_vocals for htdemucs),
-    // mixed from the stems in memory and encoded, as FLAC and as MP3.
+    // What the service adds: the worker streams every stem into its lossless master; a file
+    // asked for later (the last stem's complement, no_vocals for htdemucs) is made from the
+    // masters it needs: decoded, mixed, encoded.
+    let rate = separator.info().sample_rate;
     let t = Instant::now();
-    let mix: Vec<Vec<f32>> = (0..2)
-        .map(|c| {
-            let len = stems[0][c].len();
-            (0..len)
-                .map(|i| stems[..stems.len() - 1].iter().map(|s| s[c][i]).sum())
-                .collect()
+    let masters: Vec<Vec<u8>> = stems
+        .iter()
+        .map(|stem| {
+            let mut w = stemsep_audio::master_writer(rate).expect("master encoder");
+            w.push(&stem[0], &stem[1]).expect("master encodes");
+            w.finish().expect("master finishes")
         })
         .collect();
-    let mix_s = t.elapsed().as_secs_f64();
-    let encode = |format: Format| {
+    let masters_s = t.elapsed().as_secs_f64();
+    let derive = |format: Format| {
         let t = Instant::now();
+        let mut mix = [Vec::new(), Vec::new()];
+        for master in &masters[..masters.len() - 1] {
+            stemsep_audio::add_master(master, &mut mix).expect("master decodes");
+        }
         format
-            .encode(&mix, separator.info().sample_rate, ClipMode::Rescale)
+            .encode(&mix, rate, ClipMode::Rescale)
             .expect("mix encodes");
         t.elapsed().as_secs_f64()
     };
-    let flac_s = encode(Format::Flac(Depth::Int16));
-    let mp3_s = encode(Format::MP3_320);
+    let flac_s = derive(Format::Flac(Depth::Int24));
+    let mp3_s = derive(Format::MP3_320);
     println!(
-        "{{\"song_s\":{song_s:.2},\"peak_mib\":{peak:.0},\"mix_s\":{mix_s:.3},\"mix_flac_s\":{flac_s:.2},\"mix_mp3_s\":{mp3_s:.2}}}"
+        "{{\"song_s\":{song_s:.2},\"peak_mib\":{peak:.0},\"masters_s\":{masters_s:.2},\"mix_flac_s\":{flac_s:.2},\"mix_mp3_s\":{mp3_s:.2}}}"
     );
 }
 
@@ -141,7 +148,7 @@ fn child_song(model: &Path, cfg: EngineConfig, minutes: f64) {
     let t = Instant::now();
     let audio = decode(&mp3, Duration::from_secs(3600)).expect("song decodes");
     let mut sink =
-        Mp3Sink::per_source(info.sources.len(), info.sample_rate, 320).expect("encoders start");
+        EncodeSink::per_source(info.sources.len(), info.sample_rate, 320).expect("encoders start");
     separator
         .separate(audio, &mut sink, &|_| {})
         .expect("song separates");
@@ -425,9 +432,10 @@ fn song_pcm_against_references(minutes: f64, reference_song: &dyn Fn(&str) -> Op
         pcm["mix_flac_s"].as_f64().unwrap_or(f64::NAN),
         pcm["mix_mp3_s"].as_f64().unwrap_or(f64::NAN),
     );
+    let masters_s = pcm["masters_s"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "{minutes:>4} min song, one derived mix (the other stems added, {:.2} s): FLAC 16 bit {flac_s:.2} s ({:.1}% of the separation), MP3 320 kbit/s {mp3_s:.2} s ({:.1}%)",
-        pcm["mix_s"].as_f64().unwrap_or(f64::NAN),
+        "{minutes:>4} min song: its lossless masters (every stem to 24-bit FLAC, in the worker) {masters_s:.2} s ({:.1}% of the separation); one no_<stem> file made from them (decode, mix, encode; one core): FLAC 24 bit {flac_s:.2} s ({:.1}%), MP3 320 kbit/s {mp3_s:.2} s ({:.1}%)",
+        100.0 * masters_s / song_s,
         100.0 * flac_s / song_s,
         100.0 * mp3_s / song_s
     );

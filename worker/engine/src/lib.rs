@@ -6,12 +6,12 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use stemsep_engine::{Mp3Sink, Separator};
+//! use stemsep_engine::{EncodeSink, Separator};
 //!
 //! let separator = Separator::load("model/default/htdemucs.onnx".as_ref())?;
 //! let audio = stemsep_audio::decode(&std::fs::read("song.mp3")?, Duration::from_secs(1200))?;
 //! let info = separator.info();
-//! let mut sink = Mp3Sink::per_source(info.sources.len(), info.sample_rate, 320)?;
+//! let mut sink = EncodeSink::per_source(info.sources.len(), info.sample_rate, 320)?;
 //! separator.separate(audio, &mut sink, &|percent| eprintln!("{percent} %"))?;
 //! for (name, mp3) in info.sources.iter().zip(sink.finish()?) {
 //!     std::fs::write(format!("{name}.mp3"), mp3)?;
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 pub use error::EngineError;
 pub use memory::keep_freed_memory;
 pub use model::NodeTime;
-pub use sink::{CollectSink, Mp3Sink, Progress, StemSink};
+pub use sink::{CollectSink, EncodeSink, Progress, StemSink};
 pub use stemsep_audio::PlanarAudio;
 pub use stemsep_manifest::{Manifest, Weights};
 

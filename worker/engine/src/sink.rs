@@ -1,7 +1,7 @@
 //! Where separated audio goes: the [`StemSink`] a song streams into, block by block in song order,
 //! and the [`Progress`] it reports.
 
-use stemsep_audio::Mp3Writer;
+use stemsep_audio::{Mp3Writer, StreamWriter};
 
 use crate::EngineError;
 
@@ -47,40 +47,48 @@ impl StemSink for CollectSink {
     }
 }
 
-/// One stereo MP3 per output, streamed as the song is separated; output `k` is the sum of the
-/// model sources `mixes[k]` lists (one source for a stem, several for a mix, none for silence).
-pub struct Mp3Sink {
-    outputs: Vec<(Vec<usize>, Mp3Writer)>,
+/// One stereo file per output, encoded as the song is separated; output `k` is the sum of the
+/// model sources its mix lists (one source for a stem, several for a mix, none for silence).
+pub struct EncodeSink {
+    outputs: Vec<(Vec<usize>, StreamWriter)>,
 }
 
-impl Mp3Sink {
-    /// Encoders at `sample_rate` Hz and `bitrate_kbps` kbit/s, one per entry of `mixes`.
-    pub fn new(
+impl EncodeSink {
+    /// One output per entry: the sources it sums and the encoder it streams into.
+    pub fn new(outputs: Vec<(Vec<usize>, StreamWriter)>) -> EncodeSink {
+        EncodeSink { outputs }
+    }
+
+    /// MP3 encoders at `sample_rate` Hz and `bitrate_kbps` kbit/s, one per entry of `mixes`.
+    pub fn mp3(
         mixes: Vec<Vec<usize>>,
         sample_rate: u32,
         bitrate_kbps: u32,
-    ) -> Result<Mp3Sink, EngineError> {
+    ) -> Result<EncodeSink, EngineError> {
         let outputs = mixes
             .into_iter()
-            .map(|mix| Ok((mix, Mp3Writer::new(sample_rate, bitrate_kbps)?)))
+            .map(|mix| {
+                let writer = Mp3Writer::new(sample_rate, bitrate_kbps)?;
+                Ok((mix, StreamWriter::Mp3(writer)))
+            })
             .collect::<Result<_, EngineError>>()?;
-        Ok(Mp3Sink { outputs })
+        Ok(EncodeSink { outputs })
     }
 
-    /// One output per source of a model with `sources` sources, in model order.
+    /// One MP3 per source of a model with `sources` sources, in model order.
     pub fn per_source(
         sources: usize,
         sample_rate: u32,
         bitrate_kbps: u32,
-    ) -> Result<Mp3Sink, EngineError> {
-        Mp3Sink::new(
+    ) -> Result<EncodeSink, EngineError> {
+        EncodeSink::mp3(
             (0..sources).map(|s| vec![s]).collect(),
             sample_rate,
             bitrate_kbps,
         )
     }
 
-    /// Flushes every encoder: the complete MP3 files, in the order of the outputs.
+    /// Flushes every encoder: the complete files, in the order of the outputs.
     pub fn finish(self) -> Result<Vec<Vec<u8>>, EngineError> {
         self.outputs
             .into_iter()
@@ -89,7 +97,7 @@ impl Mp3Sink {
     }
 }
 
-impl StemSink for Mp3Sink {
+impl StemSink for EncodeSink {
     /// Encodes the outputs side by side: at a song's end the last blocks would otherwise be
     /// encoded one after another on one core while the other cores, done with the model, idle.
     fn push(&mut self, block: &[Vec<Vec<f32>>]) -> Result<(), EngineError> {
@@ -100,9 +108,8 @@ impl StemSink for Mp3Sink {
                 .map(|(mix, writer)| scope.spawn(|| push_mix(writer, mix, block)))
                 .collect();
             encoders.into_iter().try_for_each(|e| {
-                e.join().unwrap_or_else(|_| {
-                    Err(EngineError::Internal("an MP3 encoder panicked".into()))
-                })
+                e.join()
+                    .unwrap_or_else(|_| Err(EngineError::Internal("an encoder panicked".into())))
             })
         })
     }
@@ -110,7 +117,7 @@ impl StemSink for Mp3Sink {
 
 /// Encodes the sum of `block`'s sources `mix` lists (silence when it lists none).
 fn push_mix(
-    writer: &mut Mp3Writer,
+    writer: &mut StreamWriter,
     mix: &[usize],
     block: &[Vec<Vec<f32>>],
 ) -> Result<(), EngineError> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use stemsep_audio::{decode, encode_mp3, AudioError, PlanarAudio};
-use stemsep_engine::{EngineConfig, EngineError, Mp3Sink, Separator};
+use stemsep_engine::{EncodeSink, EngineConfig, EngineError, Separator};
 
 fn tiny_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../model/tiny/tiny.onnx")
@@ -35,7 +35,7 @@ fn separator_is_shared_between_threads() {
 /// Decodes `mp3` and separates it into one MP3 per entry of `mixes` at `kbps`.
 fn separate_to_mp3(sep: &Separator, mp3: &[u8], mixes: Vec<Vec<usize>>, kbps: u32) -> Vec<Vec<u8>> {
     let audio = decode(mp3, Duration::from_secs(60)).unwrap();
-    let mut sink = Mp3Sink::new(mixes, sep.info().sample_rate, kbps).unwrap();
+    let mut sink = EncodeSink::mp3(mixes, sep.info().sample_rate, kbps).unwrap();
     sep.separate(audio, &mut sink, &|_| {}).unwrap();
     sink.finish().unwrap()
 }
@@ -184,11 +184,11 @@ fn audio_the_model_cannot_take_is_refused_as_bad_input() {
         "{e:?}"
     );
     assert!(matches!(
-        Mp3Sink::per_source(4, 44_100, 300),
+        EncodeSink::per_source(4, 44_100, 300),
         Err(EngineError::Audio(AudioError::Bitrate(300)))
     ));
     // A mix naming a source the model does not have fails the song, not the process.
-    let mut sink = Mp3Sink::new(vec![vec![7]], 44_100, 128).unwrap();
+    let mut sink = EncodeSink::mp3(vec![vec![7]], 44_100, 128).unwrap();
     let e = sep.separate(stereo(2000), &mut sink, &|_| {}).unwrap_err();
     assert!(matches!(e, EngineError::Input(_)), "{e:?}");
 }
