@@ -23,6 +23,9 @@ pub enum Error {
     /// A stored record could not be (de)serialised.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A job's file could not be made (a master that does not decode, an encoder's error).
+    #[error("audio: {0}")]
+    Audio(#[from] stemsep_audio::AudioError),
 }
 
 /// Result alias for the shared crate.

@@ -5,6 +5,7 @@ use sha2::{Digest, Sha224};
 use std::fmt;
 use std::str::FromStr;
 
+use crate::output::Settings;
 use crate::{Error, Result};
 
 /// The model used when a request names none (the lab clients never do).
@@ -20,12 +21,22 @@ impl SongHash {
     /// Hash of `mp3` separated by `model`. For [`DEFAULT_MODEL`] this is exactly the lab's songhash,
     /// `sha224(mp3).hexdigest()`.
     pub fn compute(mp3: &[u8], model: &str) -> Self {
+        SongHash::with_shifts(mp3, model, 0)
+    }
+
+    /// Hash of `audio` separated by `model` with `shifts` random shifts: [`SongHash::compute`]
+    /// for 0, with the count mixed in otherwise (the stems differ, so the hash must).
+    pub fn with_shifts(audio: &[u8], model: &str, shifts: u32) -> Self {
         let mut h = Sha224::new();
-        h.update(mp3);
+        h.update(audio);
         if model != DEFAULT_MODEL {
             // A separator byte that cannot end an MP3 frame keeps "song+model" unambiguous.
             h.update(b"\0stemsep-model:");
             h.update(model.as_bytes());
+        }
+        if shifts != 0 {
+            h.update(b"\0stemsep-shifts:");
+            h.update(shifts.to_string().as_bytes());
         }
         SongHash(hex::encode(h.finalize()))
     }
@@ -105,6 +116,11 @@ impl Track {
     /// The lowercase name, as in URLs and file names.
     pub fn name(&self) -> &str {
         &self.0
+    }
+
+    /// `no_<this>`: the song without this stem.
+    pub fn without(&self) -> Track {
+        Track(format!("no_{}", self.0))
     }
 }
 
@@ -257,9 +273,16 @@ pub struct Job {
     pub hash: SongHash,
     /// Model name (a model in the worker's model directory).
     pub model: String,
-    /// The stems the job gives, as the API lists them (see [`Track::of_sources`]); empty when the
-    /// model's stems were not known at submission, which stands for the lab's four.
+    /// The model's stems, as the API lists them (see [`Track::of_sources`]); empty when they
+    /// were not known at submission, which stands for the lab's four.
     pub stems: Vec<Track>,
+    /// demucs' `--two-stems`: the job's tracks are this stem and `no_<stem>` instead of every
+    /// stem (the others can still be fetched).
+    pub two_stems: Option<Track>,
+    /// Random time shifts averaged (demucs' `--shifts`; 0: one pass, no shift).
+    pub shifts: u32,
+    /// How the job's files are made unless a download says otherwise.
+    pub output: Settings,
     /// Optional completion callback.
     pub callback: Option<Callback>,
     /// The submission this record belongs to; `None` for records written before uploads had
@@ -289,6 +312,9 @@ impl Job {
             hash,
             model,
             stems: Vec::new(),
+            two_stems: None,
+            shifts: 0,
+            output: Settings::default(),
             callback,
             upload: Some(UploadId::random()),
             state: JobState::Queued,
@@ -303,12 +329,21 @@ impl Job {
 }
 
 impl Job {
-    /// The stems this job gives: its own, or the lab's four when they were not recorded.
-    pub fn tracks(&self) -> Vec<Track> {
+    /// The model's stems: the recorded ones, or the lab's four when they were not recorded.
+    pub fn sources(&self) -> Vec<Track> {
         if self.stems.is_empty() {
             Track::lab()
         } else {
             self.stems.clone()
+        }
+    }
+
+    /// The tracks this job gives (its MP3s when done, its zip): the model's stems, or with
+    /// [`Job::two_stems`] that stem and `no_<stem>`.
+    pub fn tracks(&self) -> Vec<Track> {
+        match &self.two_stems {
+            Some(stem) => vec![stem.clone(), stem.without()],
+            None => self.sources(),
         }
     }
 }

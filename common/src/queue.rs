@@ -29,6 +29,7 @@ use redis::{AsyncCommands, AsyncConnectionConfig};
 use tokio::sync::OnceCell;
 
 use crate::job::{Callback, Job, JobState, SongHash, Track};
+use crate::output::Rendition;
 use crate::{Error, Result};
 
 /// Longest back-off before a retry, however many attempts came before.
@@ -79,6 +80,11 @@ impl Keys {
     /// The lease key; its value is the holding claim's fencing token.
     pub fn lease(&self, h: &SongHash) -> String {
         format!("{}lease:{h}", self.prefix)
+    }
+    /// The set of files made from a job's masters ([`crate::output::Rendition::slug`]s), so
+    /// that retention can find them.
+    pub fn files(&self, h: &SongHash) -> String {
+        format!("{}files:{h}", self.prefix)
     }
     /// The models workers announce: a hash of name → [`stemsep_manifest::ModelCard`] JSON.
     pub fn models(&self) -> String {
@@ -593,11 +599,36 @@ impl Queue {
             .key(self.keys.expiry())
             .key(self.keys.job(hash))
             .key(self.keys.dead_letter())
+            .key(self.keys.files(hash))
             .arg(hash.as_str())
             .arg(ticket)
             .invoke_async(&mut c)
             .await?;
         Ok(answer == "expired")
+    }
+
+    /// Notes that `rendition` of `hash` was stored (before it is, so retention never misses one).
+    pub async fn add_file(&self, hash: &SongHash, rendition: &Rendition) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: i64 = c.sadd(self.keys.files(hash), rendition.slug()).await?;
+        Ok(())
+    }
+
+    /// The files made from `hash`'s masters; a stored name that is not a file's is skipped.
+    pub async fn files(&self, hash: &SongHash) -> Result<Vec<Rendition>> {
+        let mut c = self.conn().await?;
+        let names: Vec<String> = c.smembers(self.keys.files(hash)).await?;
+        Ok(names
+            .iter()
+            .filter_map(|n| Rendition::from_slug(n).ok())
+            .collect())
+    }
+
+    /// Forgets the files of `hash` (after deleting them).
+    pub async fn clear_files(&self, hash: &SongHash) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: i64 = c.del(self.keys.files(hash)).await?;
+        Ok(())
     }
 
     /// Hashes in the dead-letter list.
@@ -620,6 +651,8 @@ fn job_fields(job: &Job) -> Vec<(&'static str, String)> {
     let mut f = vec![
         ("model", job.model.clone()),
         ("stems", stems_field(&job.stems)),
+        ("shifts", job.shifts.to_string()),
+        ("output", job.output.field()),
         ("state", job.state.name().to_owned()),
         ("progress", job.progress.to_string()),
         ("attempts", job.attempts.to_string()),
@@ -638,6 +671,9 @@ fn job_fields(job: &Job) -> Vec<(&'static str, String)> {
     if let Some(u) = &job.upload {
         f.push(("upload", u.to_string()));
     }
+    if let Some(t) = &job.two_stems {
+        f.push(("two_stems", t.to_string()));
+    }
     f
 }
 
@@ -646,6 +682,9 @@ fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job
         hash: hash.clone(),
         model: String::new(),
         stems: Vec::new(),
+        two_stems: None,
+        shifts: 0,
+        output: Default::default(),
         callback: None,
         upload: None,
         state: JobState::Queued,
@@ -684,6 +723,9 @@ fn job_from_fields(hash: &SongHash, fields: Vec<(String, String)>) -> Result<Job
             "error" => job.error = Some(v),
             "callback_status" => job.callback_status = Some(v),
             "upload" => job.upload = Some(v.parse()?),
+            "two_stems" => job.two_stems = Some(v.parse()?),
+            "shifts" => job.shifts = num(&v)?.max(0) as u32,
+            "output" => job.output = crate::output::Settings::from_field(&v)?,
             _ => {}
         }
     }

@@ -1,6 +1,7 @@
-//! Retention: a finished job is kept for `STEMSEP_RETENTION_SECS`, then its stems, its input (if
-//! still there), its record and its dead letter are deleted. Every worker sweeps in its reaper
-//! pass and every API process on its upkeep timer (workers may be scaled to zero for days); a
+//! Retention: a finished job is kept for `STEMSEP_RETENTION_SECS`, then its stems, masters and
+//! files made from them, its input (if still there), its record and its dead letter are
+//! deleted. Every worker sweeps in its reaper pass and every API process on its upkeep timer
+//! (workers may be scaled to zero for days); a
 //! job's objects go first and its record last, so a sweep cut short leaves the job in the expiry
 //! set for the next one, and sweeps running side by side only delete the same things twice.
 
@@ -14,13 +15,18 @@ use crate::Result;
 /// Jobs expired per sweep at most; the rest wait for the next pass.
 const SWEEP_BATCH: usize = 100;
 
-/// The objects a finished job leaves in storage.
+/// The objects a finished job leaves in storage, besides the files made from its masters.
 fn objects(job: &Job) -> Vec<ObjectKey> {
     let mut keys: Vec<ObjectKey> = job
         .tracks()
         .iter()
         .map(|t| ObjectKey::stem(&job.hash, t))
         .collect();
+    keys.extend(
+        job.sources()
+            .iter()
+            .map(|s| ObjectKey::master(&job.hash, s)),
+    );
     keys.push(ObjectKey::input(job));
     keys
 }
@@ -53,7 +59,9 @@ async fn delete_objects(
     if !matches!(job.state, JobState::Done | JobState::Failed) {
         return Ok(true);
     }
-    for key in objects(&job) {
+    let made = queue.files(hash).await?;
+    let made = made.iter().map(|r| ObjectKey::rendition(hash, r));
+    for key in made.chain(objects(&job)) {
         if let Err(e) = storage.delete(&key).await {
             tracing::warn!(%hash, object = %key, error = %e, "expired object not deleted yet");
             return Ok(false);

@@ -220,8 +220,8 @@ pub(super) static DUE: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 
-/// KEYS: expiry, job, deadLetter. ARGV: hash, the score [`DUE`] returned. Deletes a finished
-/// job's record and dead letter once its objects are gone. `moved`: it finished again since
+/// KEYS: expiry, job, deadLetter, files. ARGV: hash, the score [`DUE`] returned. Deletes a
+/// finished job's record, dead letter and list of made files once its objects are gone. `moved`: it finished again since
 /// (a later expiry stands); `kept`: it was resubmitted and is not finished; `expired`.
 pub(super) static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -229,7 +229,7 @@ pub(super) static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
           redis.call('ZREM', KEYS[1], ARGV[1])
           local state = redis.call('HGET', KEYS[2], 'state')
           if state == 'done' or state == 'failed' then
-            redis.call('DEL', KEYS[2])
+            redis.call('DEL', KEYS[2], KEYS[4])
             redis.call('LREM', KEYS[3], 0, ARGV[1])
             return 'expired'
           end

@@ -1,7 +1,7 @@
 //! Object storage: one small trait, a local-directory backend (default) and a GCS backend.
 //!
-//! Object names are built only from a [`SongHash`], a [`Track`] and an upload id
-//! ([`ObjectKey`]), all checked hex or fixed names, so no name that reaches a backend can carry a
+//! Object names are built only from a [`SongHash`], a [`Track`], a [`Rendition`] and an upload
+//! id ([`ObjectKey`]), all checked hex or fixed names, so no name that reaches a backend can carry a
 //! path trick.
 
 use std::pin::Pin;
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::job::{Job, SongHash, Track};
+use crate::output::Rendition;
 use crate::Result;
 
 mod gcs;
@@ -32,9 +33,18 @@ impl ObjectKey {
             None => ObjectKey(format!("queue/{}.mp3", job.hash)),
         }
     }
-    /// One separated stem: `output/<hash>-<track>.mp3`.
+    /// One of a job's tracks as the worker leaves it, MP3 at the job's bitrate:
+    /// `output/<hash>-<track>.mp3` (the lab's name).
     pub fn stem(hash: &SongHash, track: &Track) -> Self {
         ObjectKey(format!("output/{hash}-{track}.mp3"))
+    }
+    /// The lossless master of one of the model's stems: `output/<hash>-<stem>.master.flac`.
+    pub fn master(hash: &SongHash, stem: &Track) -> Self {
+        ObjectKey(format!("output/{hash}-{stem}.master.flac"))
+    }
+    /// A file made from the masters: `output/<hash>-<slug>` ([`Rendition::slug`]).
+    pub fn rendition(hash: &SongHash, rendition: &Rendition) -> Self {
+        ObjectKey(format!("output/{hash}-{}", rendition.slug()))
     }
     /// The object name, `/`-separated.
     pub fn as_str(&self) -> &str {
