@@ -24,9 +24,6 @@ pub struct WorkerArgs {
     /// `<name>.onnx` with its sidecar JSON; every model found is served.
     #[arg(long, env = "STEMSEP_MODEL_DIR", default_value = "data/models")]
     pub model_dir: PathBuf,
-    /// MP3 bitrate of the stems, in kbit/s.
-    #[arg(long, env = "STEMSEP_BITRATE", default_value_t = 320)]
-    pub bitrate: u32,
     /// Longest song separated, in seconds; longer ones fail with a reason.
     #[arg(long, env = "STEMSEP_MAX_SECONDS", default_value_t = 1200)]
     pub max_seconds: u64,
@@ -66,8 +63,6 @@ pub struct WorkerArgs {
 /// How a job's song is read and its stems written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOptions {
-    /// MP3 bitrate of the stems, in kbit/s (one of [`stemsep_audio::BITRATES_KBPS`]).
-    pub bitrate_kbps: u32,
     /// Longest song accepted.
     pub max_duration: Duration,
 }
@@ -91,20 +86,13 @@ pub struct RunnerConfig {
 
 impl WorkerArgs {
     /// Validates the arguments into the runner's settings: a value that would fail every job
-    /// (a bitrate LAME lacks, a model directory that is not there) is refused here, so the
-    /// worker stops at start-up with the reason.
+    /// (a model directory that is not there, a callback URL that is not http) is refused here,
+    /// so the worker stops at start-up with the reason.
     pub fn runner_config(&self) -> Result<RunnerConfig, Error> {
         if !self.model_dir.is_dir() {
             return Err(Error::Config(format!(
                 "model directory {} does not exist (STEMSEP_MODEL_DIR)",
                 self.model_dir.display()
-            )));
-        }
-        if !stemsep_audio::BITRATES_KBPS.contains(&self.bitrate) {
-            return Err(Error::Config(format!(
-                "bitrate {} kbit/s is not one LAME encodes ({:?})",
-                self.bitrate,
-                stemsep_audio::BITRATES_KBPS
             )));
         }
         if !matches!(self.public_url.scheme(), "http" | "https") {
@@ -125,7 +113,6 @@ impl WorkerArgs {
             worker_id,
             model_dir: self.model_dir.clone(),
             separate: JobOptions {
-                bitrate_kbps: self.bitrate,
                 max_duration: Duration::from_secs(self.max_seconds),
             },
             claim_block: Duration::from_secs(self.claim_block_secs),
@@ -158,7 +145,6 @@ mod tests {
     fn defaults_and_flags() {
         let a = parse(&[]);
         let c = a.runner_config().unwrap();
-        assert_eq!(c.separate.bitrate_kbps, 320);
         assert_eq!(c.separate.max_duration, Duration::from_secs(1200));
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.callback.allow, Allowlist::default());
@@ -167,8 +153,6 @@ mod tests {
             "127.0.0.1,10.0.0.0/8",
             "--worker-id",
             "w1",
-            "--bitrate",
-            "128",
         ]);
         let c = a.runner_config().unwrap();
         assert_eq!(c.worker_id, "w1");
@@ -177,12 +161,6 @@ mod tests {
             Allowlist::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap()
         );
         assert!(parse(&["--callback-allow", "a b"]).runner_config().is_err());
-        // Within 8-320 but not a bitrate LAME has: refused at start-up, not by every job.
-        let e = parse(&["--bitrate", "300"])
-            .runner_config()
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("300") && e.contains("320"), "{e}");
         let e = WorkerArgs::try_parse_from(["stemsep-worker", "--model-dir", "/nonexistent"])
             .unwrap()
             .runner_config()

@@ -21,13 +21,15 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use bytes::Bytes;
-use stemsep_common::job::{JobState, Track};
+use stemsep_audio::{Mp3Writer, StreamWriter};
+use stemsep_common::job::{Job, JobState, Track};
+use stemsep_common::output::{self, Kind, Rendition};
 use stemsep_common::queue::{Claim, Failed, Queue};
 use stemsep_common::storage::{ObjectKey, Storage};
 use tokio_util::sync::CancellationToken;
 
 use crate::callback::Notifier;
-use stemsep_engine::{EngineError, Mp3Sink, Progress, StemSink};
+use stemsep_engine::{EncodeSink, EngineError, Progress, SeparateOptions, StemSink};
 
 use crate::config::{JobOptions, RunnerConfig, WorkerArgs};
 use crate::error::Error;
@@ -301,6 +303,7 @@ impl Runner {
             }
         });
         let opts = self.config.separate.clone();
+        let job = claim.job.clone();
         let segment_seconds = self.metrics.segment_seconds.clone();
         let cancel = lost.clone();
         let separated = tokio::task::spawn_blocking(move || {
@@ -315,22 +318,96 @@ impl Runner {
                 }
                 tx.send_if_modified(|v| std::mem::replace(v, p) != p);
             };
-            separate(&model, &input, &opts, &progress, &cancel)
+            separate(&model, &job, &input, &opts, &progress, &cancel)
         })
         .await;
         // The last progress write must land before the acknowledgement (or failure) resets it.
         let _ = forward.await;
-        let stems = separated.map_err(|e| Error::Task(e.to_string()))??;
-        let tracks: Vec<Track> = stems.iter().map(|(t, _)| t.clone()).collect();
-        for (track, mp3) in stems {
+        let separated = separated.map_err(|e| Error::Task(e.to_string()))??;
+        let sources: Vec<Track> = separated.masters.iter().map(|(t, _)| t.clone()).collect();
+        // Masters first: a job's MP3 in storage means its masters are there too.
+        let keyed = separated
+            .masters
+            .iter()
+            .map(|(t, bytes)| (ObjectKey::master(hash, t), bytes))
+            .chain(
+                separated
+                    .mp3s
+                    .iter()
+                    .map(|(t, bytes)| (ObjectKey::stem(hash, t), bytes)),
+            );
+        for (key, bytes) in keyed {
             if lost.is_cancelled() {
                 return Err(Error::Lost);
             }
+            self.storage.put(&key, bytes.clone()).await?;
+        }
+        self.make_ready(claim, separated.masters, &sources, lost)
+            .await?;
+        Ok(sources)
+    }
+
+    /// Makes the files the request asked to have ready besides the MP3s (FLAC, WAV) from the
+    /// masters just stored, as a download would.
+    async fn make_ready(
+        &self,
+        claim: &Claim,
+        masters: Vec<(Track, Bytes)>,
+        sources: &[Track],
+        lost: &CancellationToken,
+    ) -> Result<(), Error> {
+        let job = &claim.job;
+        let wanted: Vec<Rendition> = job
+            .output
+            .ready
+            .iter()
+            .filter(|&&k| k != Kind::Mp3)
+            .map(|&k| job.output.format(k))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flat_map(|format| {
+                job.tracks().into_iter().map(move |track| Rendition {
+                    track,
+                    format,
+                    clip: job.output.clip,
+                })
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let sources = sources.to_vec();
+        let made = tokio::task::spawn_blocking(move || -> Result<Vec<_>, Error> {
+            let master = |part: &Track| {
+                masters
+                    .iter()
+                    .find(|(t, _)| t == part)
+                    .map(|(_, bytes)| bytes.clone())
+                    .ok_or_else(|| stemsep_common::Error::NotFound(format!("master of {part}")))
+            };
+            wanted
+                .into_iter()
+                .map(|r| {
+                    let bytes = output::render(&r, &sources, master)?;
+                    Ok((r, bytes))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        for (rendition, bytes) in made {
+            if lost.is_cancelled() {
+                return Err(Error::Lost);
+            }
+            self.queue.add_file(&job.hash, &rendition).await?;
             self.storage
-                .put(&ObjectKey::stem(hash, &track), Bytes::from(mp3))
+                .put(
+                    &ObjectKey::rendition(&job.hash, &rendition),
+                    Bytes::from(bytes),
+                )
                 .await?;
         }
-        Ok(tracks)
+        Ok(())
     }
 
     /// Retries a Redis write through an outage for up to [`ACK_PATIENCE`]; `None` if it never
@@ -364,29 +441,68 @@ impl<S: StemSink> StemSink for Cancellable<'_, S> {
     }
 }
 
-/// Decodes a job's song and separates it into one MP3 per track. CPU-bound: runs on a blocking
-/// thread.
+/// What one separation leaves: the lossless master of every model source (API order) and the
+/// MP3 of every track of the job.
+struct Separated {
+    masters: Vec<(Track, Bytes)>,
+    mp3s: Vec<(Track, Bytes)>,
+}
+
+/// Decodes a job's song and separates it, streaming every source into its master and every
+/// track of the job (a stem, or `no_<stem>`) into its MP3. CPU-bound: runs on a blocking thread.
 fn separate(
     model: &Loaded,
+    job: &Job,
     input: &[u8],
     opts: &JobOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
-) -> Result<Vec<(Track, Vec<u8>)>, Error> {
+) -> Result<Separated, Error> {
     let audio = stemsep_audio::decode(input, opts.max_duration)?;
-    let mixes = model.tracks.iter().map(|&(_, s)| vec![s]).collect();
     let rate = model.separator.info().sample_rate;
+    let sources: Vec<Track> = model.tracks.iter().map(|(t, _)| t.clone()).collect();
+    let index = |t: &Track| model.tracks.iter().find(|(s, _)| s == t).map(|&(_, i)| i);
+    let tracks = job.tracks();
+    let mut outputs = Vec::with_capacity(tracks.len() + sources.len());
+    for track in &tracks {
+        let parts = output::parts(track, &sources).ok_or_else(|| {
+            EngineError::Input(format!("model {} gives no track {track}", job.model))
+        })?;
+        let writer = Mp3Writer::new(rate, job.output.mp3_kbps)?;
+        outputs.push((
+            parts.iter().filter_map(index).collect(),
+            StreamWriter::Mp3(writer),
+        ));
+    }
+    for &(_, i) in &model.tracks {
+        outputs.push((
+            vec![i],
+            StreamWriter::Flac(Box::new(stemsep_audio::master_writer(rate)?)),
+        ));
+    }
     let mut sink = Cancellable {
-        inner: Mp3Sink::new(mixes, rate, opts.bitrate_kbps)?,
+        inner: EncodeSink::new(outputs),
         cancel,
     };
-    let separated = model.separator.separate(audio, &mut sink, progress);
+    let options = SeparateOptions {
+        shifts: job.shifts as usize,
+        // One seed for every job: the same song and shifts give the same stems on any worker.
+        seed: 0,
+        overlap: None,
+    };
+    let separated = model
+        .separator
+        .separate_with(audio, &options, &mut sink, progress);
     if cancel.is_cancelled() {
         return Err(Error::Lost);
     }
     separated?;
-    let tracks = model.tracks.iter().map(|(t, _)| t.clone());
-    Ok(tracks.zip(sink.inner.finish()?).collect())
+    let mut files: Vec<Bytes> = sink.inner.finish()?.into_iter().map(Bytes::from).collect();
+    let masters = files.split_off(tracks.len());
+    Ok(Separated {
+        masters: sources.into_iter().zip(masters).collect(),
+        mp3s: tracks.into_iter().zip(files).collect(),
+    })
 }
 
 /// Pauses between attempts to reach Redis: doubling from [`BACKOFF_MIN`] up to [`BACKOFF_MAX`],

@@ -115,6 +115,39 @@ impl Stack {
         }
     }
 
+    /// POSTs `body` with the song as `mp3`; returns the new hash.
+    async fn separate_with(&self, song: &[u8], mut body: Value) -> String {
+        body["mp3"] = base64::engine::general_purpose::STANDARD
+            .encode(song)
+            .into();
+        let r = self
+            .request(reqwest::Method::POST, "/apiv1/separate")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let reply: Value = r.json().await.unwrap();
+        reply["hash"].as_str().unwrap().to_owned()
+    }
+
+    /// The body of a 200 answer to GET `path`, and its content type.
+    async fn fetch(&self, path: &str) -> (String, Vec<u8>) {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let kind = r.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = r.bytes().await.unwrap().to_vec();
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        (kind, body)
+    }
+
     async fn track(&self, hash: &str, track: &str) -> reqwest::Response {
         self.request(
             reqwest::Method::GET,
@@ -443,4 +476,140 @@ async fn bad_settings_stop_the_api_at_start_up() {
         let log = env.proc(i).log_text();
         assert!(log.contains(says), "{extra:?}: {log}");
     }
+}
+
+/// One song's samples, decoded, left channel then right.
+fn samples(bytes: &[u8]) -> Vec<f32> {
+    let audio = stemsep_audio::decode(bytes, Duration::from_secs(60)).unwrap();
+    assert_eq!(audio.channels.len(), 2);
+    assert_eq!(audio.sample_rate, 44_100);
+    audio.channels.concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_as_mixes_formats_and_zips_from_one_separation() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::start("e2e-shapes", &[], &[], &[]).await;
+    // A quiet WAV upload: the tiny model's noise-like stems then stay below full scale, so the
+    // figures below measure each format's precision, not clipping.
+    let secs = 3.0;
+    let chord: Vec<Vec<f32>> = [220.0f32, 277.0]
+        .iter()
+        .map(|f| {
+            (0..(secs * 44_100.0) as usize)
+                .map(|i| 0.05 * (std::f32::consts::TAU * f * i as f32 / 44_100.0).sin())
+                .collect()
+        })
+        .collect();
+    let song = stemsep_audio::Format::Wav(stemsep_audio::Depth::Int16)
+        .encode(&chord, 44_100, stemsep_audio::ClipMode::None)
+        .unwrap();
+    let karaoke = json!({"two_stems": "vocals", "formats": ["flac"], "mp3_bitrate": 192});
+    let hash = stack.separate_with(&song, karaoke.clone()).await;
+    let s = stack.wait_status(&hash, "final", is_final).await;
+    assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
+    assert_eq!(s["tracks"], json!(["vocals", "no_vocals"]), "{s}");
+    assert_eq!(s["two_stems"], "vocals", "{s}");
+    assert_eq!(s["mp3_bitrate"], 192, "{s}");
+
+    // What the request asked to have ready was made by the worker, before any download.
+    let ready = stack
+        .env
+        .storage_dir()
+        .join(format!("output/{hash}-no_vocals.flac24.rescale.flac"));
+    assert!(ready.is_file(), "{}", ready.display());
+    let (kind, mp3) = stack.fetch(&format!("/apiv1/track/{hash}/no_vocals")).await;
+    assert_eq!(kind, "audio/mpeg");
+    let kbps = mp3.len() as f64 * 8.0 / secs / 1000.0;
+    assert!((170.0..215.0).contains(&kbps), "{kbps} kbit/s");
+
+    // Every stem of the model can still be had, in any format, made from the masters.
+    let float = |t: &str| format!("/apiv1/track/{hash}/{t}.wav?bits=32&clip=none");
+    let mut sum: Vec<f32> = Vec::new();
+    for stem in ["drums", "bass", "other", "vocals"] {
+        let (kind, wav) = stack.fetch(&float(stem)).await;
+        assert_eq!(kind, "audio/wav");
+        let x = samples(&wav);
+        assert!(
+            (x.len() as f64 / 2.0 / 44_100.0 - secs).abs() < 0.05,
+            "{stem}"
+        );
+        if sum.is_empty() {
+            sum = x;
+        } else {
+            sum.iter_mut().zip(&x).for_each(|(a, b)| *a += b);
+        }
+    }
+    // vocals + no_vocals is the stems' sum to within each format's error.
+    for (ext, query, at_least) in [
+        ("wav", "?bits=32&clip=none", 120.0),
+        ("flac", "?clip=none", 100.0),
+        ("flac", "?bits=16&clip=none", 50.0),
+        ("mp3", "?bitrate=320&clip=none", 3.0),
+    ] {
+        let (_, vocals) = stack
+            .fetch(&format!("/apiv1/track/{hash}/vocals.{ext}{query}"))
+            .await;
+        let (_, rest) = stack
+            .fetch(&format!("/apiv1/track/{hash}/no_vocals.{ext}{query}"))
+            .await;
+        let mut both = samples(&vocals);
+        both.iter_mut()
+            .zip(samples(&rest))
+            .for_each(|(a, b)| *a += b);
+        let n = both.len().min(sum.len());
+        let snr = stemsep_testkit::snr_db(&sum[..n], &both[..n]);
+        println!("vocals + no_vocals as {ext}{query}: {snr:.1} dB from the stems' sum");
+        assert!(snr >= at_least, "{ext}{query}: {snr:.1} dB");
+    }
+
+    // The zip holds the job's tracks in the format asked for.
+    let (kind, zipped) = stack
+        .fetch(&format!("/apiv1/zip/{hash}?format=flac&bits=16"))
+        .await;
+    assert_eq!(kind, "application/zip");
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zipped)).unwrap();
+    let mut names = Vec::new();
+    for i in 0..archive.len() {
+        let mut file = archive.by_index(i).unwrap();
+        names.push(file.name().unwrap().into_owned());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+        assert!((samples(&bytes).len() as f64 / 2.0 / 44_100.0 - secs).abs() < 0.05);
+    }
+    assert_eq!(
+        names,
+        [
+            format!("{hash}/vocals.flac"),
+            format!("{hash}/no_vocals.flac")
+        ]
+    );
+
+    // Shifts give other stems under another hash, reproducibly; the same request again is
+    // the same job, not another separation.
+    let shifted = stack.separate_with(&song, json!({"shifts": 1})).await;
+    assert_ne!(shifted, hash);
+    let s = stack.wait_status(&shifted, "final", is_final).await;
+    assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
+    assert_eq!(s["shifts"], 1, "{s}");
+    assert_eq!(
+        stack.separate_with(&song, json!({"shifts": 1})).await,
+        shifted
+    );
+    let (_, plain) = stack.fetch(&float("vocals")).await;
+    let (_, moved) = stack
+        .fetch(&format!(
+            "/apiv1/track/{shifted}/vocals.wav?bits=32&clip=none"
+        ))
+        .await;
+    assert_ne!(samples(&plain), samples(&moved));
+    assert_eq!(stack.separate_with(&song, karaoke).await, hash);
+    // Two separations in all: every file above came from the masters.
+    let done: usize = stack
+        .env
+        .procs()
+        .iter()
+        .map(|p| p.log_count("job done"))
+        .sum();
+    assert_eq!(done, 2, "{}", stack.env.logs());
 }
