@@ -17,8 +17,12 @@ const MAX_MESSAGE: usize = 1000;
 /// submission or a 4xx with a short message, and nothing panics.
 pub fn check(body: &[u8]) {
     let models = MODELS.map(String::from);
-    match Submission::parse(body, &models, MAX_SECONDS) {
+    match Submission::parse(body, &models, MAX_SECONDS, 320) {
         Ok(s) => {
+            assert!(s.shifts <= stemsep_rest::submission::MAX_SHIFTS, "{s:?}");
+            for &kind in &s.output.ready {
+                assert!(s.output.format(kind).is_ok(), "{s:?}");
+            }
             assert!(models.contains(&s.model), "{s:?}");
             assert!(
                 s.info.seconds > 0.0 && s.info.seconds <= MAX_SECONDS as f64,

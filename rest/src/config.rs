@@ -77,6 +77,14 @@ pub struct Settings {
     /// Seconds an upload waits for one of those slots before it gets 503.
     #[arg(long, env = "STEMSEP_UPLOAD_WAIT_SECS", default_value_t = 30)]
     pub upload_wait_secs: u64,
+    /// MP3 bitrate of a job's files when its request names none, kbit/s.
+    #[arg(long, env = "STEMSEP_BITRATE", default_value_t = 320)]
+    pub bitrate: u32,
+    /// Files made from a job's masters at once (another format, bitrate or a `no_<stem>` mix,
+    /// on first download); each holds its stems decoded in memory, about 85 MB per stem and
+    /// 4 minutes of song.
+    #[arg(long, env = "STEMSEP_RENDERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub renders: u64,
 }
 
 impl Settings {
@@ -93,6 +101,13 @@ impl Settings {
                 "STEMSEP_AUTH is keys but STEMSEP_API_KEYS holds no key: every request would be refused"
                     .into(),
             );
+        }
+        if !stemsep_audio::BITRATES_KBPS.contains(&self.bitrate) {
+            return Err(format!(
+                "STEMSEP_BITRATE: {} kbit/s is not one LAME encodes ({:?})",
+                self.bitrate,
+                stemsep_audio::BITRATES_KBPS
+            ));
         }
         if let Some(bad) = self.model_names().iter().find(|m| !plain_name(m)) {
             return Err(format!(

@@ -1,6 +1,6 @@
 //! How much one client, and all clients together, may ask of the server: a request rate per
 //! client ([`RateLimits`], GCRA from the `governor` crate) and a cap on uploads being read and
-//! checked at once ([`UploadGate`], each holds up to three copies of a 16 MiB body).
+//! checked at once ([`Gate`], each holds up to three copies of a 16 MiB body).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -81,40 +81,44 @@ impl RateLimits {
     }
 }
 
-/// Uploads read and checked at once, server-wide; a request waits its turn up to a limit.
+/// Heavy requests (uploads, files made on demand) running at once, server-wide; a request waits
+/// its turn up to a limit.
 #[derive(Clone)]
-pub struct UploadGate {
+pub struct Gate {
     slots: Arc<Semaphore>,
     size: usize,
     wait: Duration,
+    busy: &'static str,
 }
 
-/// Seconds a client refused by the [`UploadGate`] is told to wait.
-const UPLOAD_RETRY_AFTER: u64 = 5;
+/// Seconds a client refused by a [`Gate`] is told to wait.
+const GATE_RETRY_AFTER: u64 = 5;
 
-impl UploadGate {
-    /// At most `slots` uploads at once; others wait up to `wait` for a slot.
-    pub fn new(slots: usize, wait: Duration) -> Self {
-        UploadGate {
+impl Gate {
+    /// At most `slots` at once; others wait up to `wait` for a slot, then get 503 saying
+    /// `busy`.
+    pub fn new(slots: usize, wait: Duration, busy: &'static str) -> Self {
+        Gate {
             slots: Arc::new(Semaphore::new(slots)),
             size: slots,
             wait,
+            busy,
         }
     }
 
-    /// Uploads holding a slot now.
+    /// Requests holding a slot now.
     pub fn in_flight(&self) -> usize {
         self.size - self.slots.available_permits()
     }
 
-    /// A slot for one upload, held until dropped; 503 if none frees up in time.
+    /// A slot, held until dropped; 503 if none frees up in time.
     pub async fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         let slots = self.slots.clone();
         match tokio::time::timeout(self.wait, slots.acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(ApiError::Busy {
-                what: "the server is busy with other uploads; try again shortly".into(),
-                retry_after: UPLOAD_RETRY_AFTER,
+                what: self.busy.into(),
+                retry_after: GATE_RETRY_AFTER,
             }),
         }
     }

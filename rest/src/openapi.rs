@@ -9,8 +9,8 @@ use crate::routes::jobs::{
     self, CallbackRequest, QueueResponse, SeparateRequest, SeparateResponse, StatusResponse,
 };
 use crate::routes::models::{self, ModelEntry, ModelsResponse};
-use crate::routes::page;
 use crate::routes::stems::{self, RemoveResponse};
+use crate::routes::{files, page};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -25,6 +25,7 @@ use crate::routes::stems::{self, RemoveResponse};
         jobs::status,
         models::models,
         stems::track,
+        files::zip,
         stems::remove,
         page::index,
         page::asset,

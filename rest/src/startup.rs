@@ -14,17 +14,21 @@ use crate::auth::AuthMode;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::guard::guard;
-use crate::limits::{RateLimits, UploadGate};
+use crate::limits::{Gate, RateLimits};
 use crate::metrics::Metrics;
 use crate::openapi::openapi_json;
 use crate::routes::page::{self, Page};
-use crate::routes::{health, jobs, models, stems};
+use crate::routes::{files, health, jobs, models, stems};
 use crate::state::AppState;
 
 /// How often the server returns jobs past their back-off to the queue, deletes jobs past their
 /// retention (workers do both too; the API does them as well because KEDA may have scaled the
 /// workers to zero meanwhile) and forgets idle rate-limit buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a download waits for a slot to make its file in before it gets 503: a file takes
+/// seconds to make, so a short queue of them is worth waiting out.
+const RENDER_WAIT: Duration = Duration::from_secs(30);
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -70,10 +74,17 @@ impl Application {
             max_body: settings.max_body_bytes(),
             keys,
             rates: RateLimits::new(settings.rate_per_min, settings.rate_burst).map(Arc::new),
-            uploads: UploadGate::new(
+            uploads: Gate::new(
                 settings.max_uploads as usize,
                 Duration::from_secs(settings.upload_wait_secs),
+                "the server is busy with other uploads; try again shortly",
             ),
+            renders: Gate::new(
+                settings.renders as usize,
+                RENDER_WAIT,
+                "the server is busy making other files; try again shortly",
+            ),
+            bitrate: settings.bitrate,
             metrics: Metrics::new(),
             page,
         };
@@ -162,6 +173,7 @@ fn serve(
                     // `{track:.*}` takes the rest of the path, so extra segments and encoded
                     // slashes reach the track check (400) instead of a bare 404.
                     .route("/track/{hash}/{track:.*}", web::get().to(stems::track))
+                    .route("/zip/{hash}", web::get().to(files::zip))
                     .route("/remove/{hash}/{track:.*}", remove_get)
                     .route("/remove/{hash}/{track:.*}", web::delete().to(stems::remove))
                     .route("/openapi.json", web::get().to(openapi_json)),

@@ -6,7 +6,7 @@ use stemsep_common::queue::Queue;
 use stemsep_common::storage::Storage;
 
 use crate::auth::ApiKeys;
-use crate::limits::{RateLimits, UploadGate};
+use crate::limits::{Gate, RateLimits};
 use crate::metrics::Metrics;
 use crate::routes::page::Page;
 
@@ -28,7 +28,11 @@ pub struct AppState {
     /// Requests per client; `None` for no limit.
     pub rates: Option<Arc<RateLimits>>,
     /// Uploads read and checked at once.
-    pub uploads: UploadGate,
+    pub uploads: Gate,
+    /// Files made from masters at once.
+    pub renders: Gate,
+    /// MP3 bitrate of jobs whose request names none, kbit/s.
+    pub bitrate: u32,
     /// The API's Prometheus instruments.
     pub metrics: Metrics,
     /// The web page, rendered at start-up.

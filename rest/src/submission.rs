@@ -6,7 +6,8 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use stemsep_audio::{AudioError, AudioInfo};
-use stemsep_common::job::{Callback, SongHash, DEFAULT_MODEL};
+use stemsep_common::job::{Callback, SongHash, Track, DEFAULT_MODEL};
+use stemsep_common::output::{self, Kind, Settings};
 
 use crate::error::ApiError;
 use crate::routes::jobs::{CallbackRequest, SeparateRequest};
@@ -23,38 +24,80 @@ pub struct Submission {
     pub audio: Bytes,
     /// What the audio check found: length, sample rate, channels.
     pub info: AudioInfo,
-    /// The song hash: SHA-224 of the bytes, with the model mixed in unless it is the default.
+    /// The song hash: SHA-224 of the bytes, with the model and shifts mixed in unless they are
+    /// the defaults.
     pub hash: SongHash,
+    /// demucs' `--two-stems`: this stem and `no_<stem>` are the job's tracks.
+    pub two_stems: Option<Track>,
+    /// Random time shifts averaged.
+    pub shifts: u32,
+    /// How the job's files are made.
+    pub output: Settings,
 }
+
+/// Most shifts a request may ask for: each costs a whole separation of the song.
+pub const MAX_SHIFTS: u32 = 10;
 
 impl Submission {
     /// Checks a request body: a JSON object (serde would also read the fields of a JSON array,
     /// in order), then [`Submission::check`]. CPU-bound: call it off the event loop.
-    pub fn parse(body: &[u8], models: &[String], max_seconds: u64) -> Result<Submission, ApiError> {
+    pub fn parse(
+        body: &[u8],
+        models: &[String],
+        max_seconds: u64,
+        bitrate: u32,
+    ) -> Result<Submission, ApiError> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(not_an_object("the body"));
         }
         let req: SeparateRequest = serde_json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("invalid JSON body: {}", shorten(&e.to_string())))
         })?;
-        Submission::check(req, models, max_seconds)
+        Submission::check(req, models, max_seconds, bitrate)
     }
 
     /// Checks `req` in the order the client's mistakes are reported: the model is one of
-    /// `models`, the callback URL is http(s) with a host, `mp3` is base64, and its bytes are audio
-    /// the worker decodes ([`stemsep_audio::probe`]), at most `max_seconds` long. Every failure
-    /// is a 4xx [`ApiError`]. CPU-bound (the whole file is decoded): call it off the event loop.
+    /// `models`, the result settings (formats, bitrate, bits, clip mode, two stems, shifts) are
+    /// ones the server makes, the callback URL is http(s) with a host, `mp3` is base64, and its
+    /// bytes are audio the worker decodes ([`stemsep_audio::probe`]), at most `max_seconds` long.
+    /// `bitrate` is the MP3 bitrate when the request names none. Every failure is a 4xx
+    /// [`ApiError`]. CPU-bound (the whole file is decoded): call it off the event loop.
     pub fn check(
         req: SeparateRequest,
         models: &[String],
         max_seconds: u64,
+        bitrate: u32,
     ) -> Result<Submission, ApiError> {
-        let model = req.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        let model = req
+            .model
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
         if !models.contains(&model) {
             return Err(ApiError::BadRequest(format!(
                 "unknown model {:?}: this server offers {}",
                 shorten(&model),
                 models.join(", ")
+            )));
+        }
+        let output = settings(&req, bitrate)?;
+        let two_stems = match &req.two_stems {
+            None => None,
+            Some(stem) => Some(
+                stem.parse::<Track>()
+                    .ok()
+                    .filter(|t| !t.name().starts_with("no_"))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "two_stems {:?} is not a stem name such as vocals",
+                            shorten(stem)
+                        ))
+                    })?,
+            ),
+        };
+        let shifts = req.shifts.unwrap_or(0);
+        if shifts > MAX_SHIFTS {
+            return Err(ApiError::BadRequest(format!(
+                "shifts {shifts}: at most {MAX_SHIFTS} (each costs a whole separation)"
             )));
         }
         let callback = match req.callback {
@@ -78,15 +121,55 @@ impl Submission {
             )),
             other => ApiError::Unprocessable(format!("the upload is not decodable audio ({other})")),
         })?;
-        let hash = SongHash::compute(&audio, &model);
+        let hash = SongHash::with_shifts(&audio, &model, shifts);
         Ok(Submission {
             model,
             callback,
             audio,
             info,
             hash,
+            two_stems,
+            shifts,
+            output,
         })
     }
+}
+
+/// The request's result settings over the defaults, checked.
+fn settings(req: &SeparateRequest, bitrate: u32) -> Result<Settings, ApiError> {
+    let bad = |e: stemsep_common::Error| ApiError::BadRequest(shorten(&e.to_string()));
+    let mut out = Settings {
+        mp3_kbps: req.mp3_bitrate.unwrap_or(bitrate),
+        ..Settings::default()
+    };
+    if let Some(bits) = req.bits {
+        out.depth = output::depth(bits).map_err(bad)?;
+    }
+    if let Some(clip) = &req.clip_mode {
+        out.clip = clip.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "clip_mode {:?}: use rescale, clamp or none",
+                shorten(clip)
+            ))
+        })?;
+    }
+    if let Some(formats) = &req.formats {
+        let mut ready = vec![Kind::Mp3];
+        for f in formats {
+            let kind: Kind = f.parse().map_err(bad)?;
+            if !ready.contains(&kind) {
+                ready.push(kind);
+            }
+        }
+        out.ready = ready;
+    }
+    out.validated().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{}; bits is 16 or 24 for FLAC, 16, 24 or 32 (float) for WAV; mp3_bitrate one of {:?}",
+            shorten(&e.to_string()),
+            stemsep_audio::BITRATES_KBPS
+        ))
+    })
 }
 
 fn not_an_object(what: &str) -> ApiError {

@@ -30,6 +30,32 @@ pub struct SeparateRequest {
     #[serde(default)]
     #[schema(value_type = Option<CallbackRequest>)]
     pub callback: Option<serde_json::Value>,
+    /// Formats to have ready when the job is done, besides MP3 (always): `flac`, `wav`. Any
+    /// format can still be downloaded later; it is then made on first download.
+    #[serde(default)]
+    #[schema(example = json!(["flac"]))]
+    pub formats: Option<Vec<String>>,
+    /// MP3 bitrate in kbit/s, one LAME encodes (8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128,
+    /// 160, 192, 224, 256, 320); default the server's (`STEMSEP_BITRATE`, 320).
+    #[serde(default)]
+    pub mp3_bitrate: Option<u32>,
+    /// Bits per sample of FLAC (16 or 24) and WAV (16, 24, or 32 for float) files; default 24.
+    #[serde(default)]
+    pub bits: Option<u32>,
+    /// demucs' `--clip-mode` for samples beyond full scale: `rescale` (default: the whole file
+    /// is turned down just enough, nothing is distorted), `clamp` (peaks are flattened), `none`
+    /// (float WAV keeps them; other formats saturate, never wrap around).
+    #[serde(default)]
+    pub clip_mode: Option<String>,
+    /// demucs' `--two-stems`: the job's tracks are this stem and `no_<stem>` (the song without
+    /// it, e.g. `no_vocals`: the karaoke track) instead of every stem.
+    #[serde(default)]
+    pub two_stems: Option<String>,
+    /// demucs' `--shifts`: passes over the song at seeded random time shifts, averaged (0, the
+    /// default: one pass; at most 10). Each costs a whole separation; a non-zero value gives a
+    /// different hash.
+    #[serde(default)]
+    pub shifts: Option<u32>,
 }
 
 /// Where to POST when the job ends.
@@ -80,6 +106,18 @@ pub struct StatusResponse {
     pub callback_status: Option<String>,
     /// Model used.
     pub model: String,
+    /// The stem the job gives with its `no_<stem>` complement instead of every stem, if asked.
+    pub two_stems: Option<String>,
+    /// Random time shifts averaged (0: one pass).
+    pub shifts: u32,
+    /// Formats made when the job was done (`mp3` always); others are made on first download.
+    pub formats: Vec<String>,
+    /// MP3 bitrate of the job's files, kbit/s.
+    pub mp3_bitrate: u32,
+    /// Bits per sample of its FLAC and WAV files (32: float WAV).
+    pub bits: u32,
+    /// Its clip mode: `rescale`, `clamp` or `none`.
+    pub clip_mode: String,
 }
 
 /// How a submission ended, for metrics and logs.
@@ -202,14 +240,34 @@ async fn submit(
     let body = read_body(body, state.max_body).await?;
     let served = crate::routes::models::served(state).await?;
     let names: Vec<String> = served.iter().map(|m| m.name.clone()).collect();
-    let max_seconds = state.max_seconds;
+    let (max_seconds, bitrate) = (state.max_seconds, state.bitrate);
     // JSON, base64, the audio check and SHA-224 of up to 16 MiB: CPU work, off the event loop.
-    let submission = web::block(move || Submission::parse(&body, &names, max_seconds))
+    let submission = web::block(move || Submission::parse(&body, &names, max_seconds, bitrate))
         .await
         .map_err(|e| ApiError::Internal(format!("upload check did not run: {e}")))??;
     let hash = submission.hash.clone();
     let info = &submission.info;
     tracing::debug!(%hash, seconds = info.seconds, rate = info.sample_rate, channels = info.channels, "audio checked");
+    let model = served
+        .iter()
+        .find(|m| m.name == submission.model)
+        .ok_or_else(|| ApiError::Internal("a checked model is not served".into()))?;
+    let stems: Vec<&str> = match model.stems.is_empty() {
+        // Not announced yet: a model of the lab's four.
+        true => Track::LAB.to_vec(),
+        false => model.stems.iter().map(String::as_str).collect(),
+    };
+    if let Some(stem) = submission
+        .two_stems
+        .as_ref()
+        .filter(|s| !stems.contains(&s.name()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "two_stems {stem}: model {} has the stems {}",
+            model.name,
+            stems.join(", ")
+        )));
+    }
 
     let previous = state.queue.job(&hash).await.map_err(ApiError::queue)?;
     if let Some(job) = &previous {
@@ -231,10 +289,6 @@ async fn submit(
             return Err(queue_full(max));
         }
     }
-    let model = served
-        .iter()
-        .find(|m| m.name == submission.model)
-        .ok_or_else(|| ApiError::Internal("a checked model is not served".into()))?;
     let mut job = Job::new(hash.clone(), submission.model.clone(), submission.callback);
     job.stems = model
         .stems
@@ -242,6 +296,9 @@ async fn submit(
         .map(|s| s.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError::Internal(format!("a served model has a bad stem name: {e}")))?;
+    job.shifts = submission.shifts;
+    job.output = submission.output;
+    job.two_stems = submission.two_stems;
     // Input first, then the queue entry: a queued hash must always find its input. The input is
     // this submission's own object, so nothing else deletes it.
     let input = ObjectKey::input(&job);
@@ -308,8 +365,20 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Api
         })?
 }
 
+/// Whether a done job still has every MP3 and every master (what all its files are made from).
 async fn all_stems_present(state: &AppState, job: &Job) -> Result<bool, ApiError> {
-    Ok(available_tracks(state, job).await?.len() == job.tracks().len())
+    if available_tracks(state, job).await?.len() != job.tracks().len() {
+        return Ok(false);
+    }
+    let checks = job.sources().into_iter().map(|s| {
+        let storage = state.storage.clone();
+        let key = ObjectKey::master(&job.hash, &s);
+        async move { storage.exists(&key).await }
+    });
+    let found = futures::future::try_join_all(checks)
+        .await
+        .map_err(ApiError::storage)?;
+    Ok(found.into_iter().all(|e| e))
 }
 
 /// The tracks of `job` present in storage, in API order.
@@ -377,6 +446,17 @@ pub async fn status(
         stems: job.tracks().iter().map(|t| t.name().to_owned()).collect(),
         error: job.error,
         callback_status: job.callback_status,
+        two_stems: job.two_stems.map(String::from),
+        shifts: job.shifts,
+        formats: job
+            .output
+            .ready
+            .iter()
+            .map(|k| k.extension().to_owned())
+            .collect(),
+        mp3_bitrate: job.output.mp3_kbps,
+        bits: job.output.bits(),
+        clip_mode: job.output.clip.to_string(),
         model: job.model,
     }))
 }

@@ -1,5 +1,6 @@
 //! Handlers, one resource per module, plus the path checks they share.
 
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod models;

@@ -72,6 +72,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         max_queue: 0,
         max_uploads: 4,
         upload_wait_secs: 30,
+        bitrate: 320,
+        renders: 2,
     };
     tweak(&mut settings);
     let app = Application::build(&settings).await.expect("server builds");
@@ -203,8 +205,18 @@ impl TestApp {
         self.finish(&claim).await
     }
 
-    /// Plays the worker holding `claim`: stores four stems and marks the job done.
+    /// Plays the worker holding `claim`: stores the masters of the model's stems and the MP3 of
+    /// each of the job's tracks, and marks the job done.
     pub async fn finish(&self, claim: &Claim) -> Vec<(Track, Vec<u8>)> {
+        for (i, s) in claim.job.sources().into_iter().enumerate() {
+            self.storage
+                .put(
+                    &ObjectKey::master(&claim.job.hash, &s),
+                    Bytes::from(tone_master(100.0 * (i + 1) as f32)),
+                )
+                .await
+                .unwrap();
+        }
         let mut stems = Vec::new();
         for (i, t) in claim.job.tracks().into_iter().enumerate() {
             let bytes = tone_mp3(100.0 * (i + 1) as f32, 0.5, 1000 + i as u64);
@@ -219,7 +231,7 @@ impl TestApp {
         }
         assert!(self
             .queue
-            .complete(claim, &claim.job.tracks())
+            .complete(claim, &claim.job.sources())
             .await
             .unwrap());
         stems
@@ -263,4 +275,15 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> String {
     let msg = body["error"].as_str().expect("an error field").to_owned();
     assert!(!msg.is_empty());
     msg
+}
+
+/// A stem's lossless master as the worker stores it: half a second of a sine at `freq_hz`.
+pub fn tone_master(freq_hz: f32) -> Vec<u8> {
+    let rate = 44_100;
+    let sine: Vec<f32> = (0..rate / 2)
+        .map(|i| 0.3 * (std::f32::consts::TAU * freq_hz * i as f32 / rate as f32).sin())
+        .collect();
+    let mut master = stemsep_audio::master_writer(rate).unwrap();
+    master.push(&sine, &sine).unwrap();
+    master.finish().unwrap()
 }

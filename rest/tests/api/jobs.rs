@@ -183,7 +183,8 @@ async fn status_reports_progress_and_tracks() {
         status,
         json!({"hash": hash, "state": "queued", "progress": 0, "attempts": 0, "tracks": [],
                "stems": ["vocals", "drums", "bass", "other"], "error": null,
-               "callback_status": null, "model": "htdemucs"})
+               "callback_status": null, "model": "htdemucs", "two_stems": null, "shifts": 0,
+               "formats": ["mp3"], "mp3_bitrate": 320, "bits": 24, "clip_mode": "rescale"})
     );
     let claim = app.claim_next().await;
     assert!(app.queue.set_progress(&claim, 37).await.unwrap());

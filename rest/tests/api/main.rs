@@ -2,6 +2,7 @@
 //! directory (one test binary; see `helpers::spawn_app`).
 
 mod edge;
+mod files;
 mod fuzz_corpus;
 mod helpers;
 mod jobs;
