@@ -465,6 +465,9 @@ async fn bad_settings_stop_the_api_at_start_up() {
             "at least 16",
         ),
         (vec![("STEMSEP_MAX_BODY_MIB", "0")], "max-body-mib"),
+        // Within 8..=320, but not a bitrate LAME encodes.
+        (vec![("STEMSEP_BITRATE", "300")], "STEMSEP_BITRATE"),
+        (vec![("STEMSEP_RENDERS", "0")], "renders"),
         (vec![("STEMSEP_REMOVE_BY_GET", "perhaps")], "remove-by-get"),
     ] {
         let mut vars = env.common_env();

@@ -353,8 +353,6 @@ async fn bad_settings_stop_the_worker_at_start_up() {
     let _serial = SERIAL.lock().await;
     let mut env = Env::new("runner-config", 3, 3).await;
     for (name, value, says) in [
-        // Within the old 8..=320 check, but not a bitrate LAME encodes.
-        ("STEMSEP_BITRATE", "300", "300"),
         ("STEMSEP_LEASE_SECS", "0", "lease-secs"),
         (
             "STEMSEP_MODEL_DIR",
