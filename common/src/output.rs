@@ -87,8 +87,8 @@ impl Default for Settings {
 
 impl Settings {
     /// The format of a `kind` file at these settings; FLAC has no float samples, so a float
-    /// depth is refused for it.
-    pub fn format(&self, kind: Kind) -> Result<Format> {
+    /// depth is refused for it, as is a bitrate LAME lacks.
+    pub fn format(&self, kind: Kind) -> Result<Format, stemsep_audio::AudioError> {
         let format = match kind {
             Kind::Mp3 => Format::Mp3 {
                 kbps: self.mp3_kbps,
@@ -97,14 +97,11 @@ impl Settings {
             Kind::Flac => Format::Flac(self.depth),
             Kind::Wav => Format::Wav(self.depth),
         };
-        format.validated().map_err(|e| Error::Invalid {
-            what: "format",
-            value: e.to_string(),
-        })
+        format.validated()
     }
 
     /// Checks that every kind of `ready` can be made at these settings.
-    pub fn validated(self) -> Result<Settings> {
+    pub fn validated(self) -> Result<Settings, stemsep_audio::AudioError> {
         for &kind in &self.ready {
             self.format(kind)?;
         }

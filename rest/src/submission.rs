@@ -163,13 +163,8 @@ fn settings(req: &SeparateRequest, bitrate: u32) -> Result<Settings, ApiError> {
         }
         out.ready = ready;
     }
-    out.validated().map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{}; bits is 16 or 24 for FLAC, 16, 24 or 32 (float) for WAV; mp3_bitrate one of {:?}",
-            shorten(&e.to_string()),
-            stemsep_audio::BITRATES_KBPS
-        ))
-    })
+    out.validated()
+        .map_err(|e| ApiError::BadRequest(format!("{e} (fields mp3_bitrate, bits, formats)")))
 }
 
 fn not_an_object(what: &str) -> ApiError {

@@ -85,12 +85,9 @@ pub fn rendition(
             ))
         })?;
     }
-    let format = settings.format(kind).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "{e}: bits is 16 or 24 for FLAC, 16, 24 or 32 (float) for WAV; bitrate one of {:?}",
-            stemsep_audio::BITRATES_KBPS
-        ))
-    })?;
+    let format = settings
+        .format(kind)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(Rendition {
         track: track.clone(),
         format,
