@@ -71,13 +71,18 @@ impl Stack {
 
     /// POSTs a lab-shaped request; returns the reply body.
     async fn separate(&self, mp3: &[u8], model: Option<&str>, callback: Value) -> Value {
-        let mut body = json!({
-            "mp3": base64::engine::general_purpose::STANDARD.encode(mp3),
-            "callback": callback,
-        });
+        let mut body = json!({"callback": callback});
         if let Some(m) = model {
             body["model"] = m.into();
         }
+        self.separate_with(mp3, body).await
+    }
+
+    /// POSTs `body` with the song as `mp3`; returns the reply body.
+    async fn separate_with(&self, song: &[u8], mut body: Value) -> Value {
+        body["mp3"] = base64::engine::general_purpose::STANDARD
+            .encode(song)
+            .into();
         let r = self
             .request(reqwest::Method::POST, "/apiv1/separate")
             .json(&body)
@@ -113,22 +118,6 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// POSTs `body` with the song as `mp3`; returns the new hash.
-    async fn separate_with(&self, song: &[u8], mut body: Value) -> String {
-        body["mp3"] = base64::engine::general_purpose::STANDARD
-            .encode(song)
-            .into();
-        let r = self
-            .request(reqwest::Method::POST, "/apiv1/separate")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        let reply: Value = r.json().await.unwrap();
-        reply["hash"].as_str().unwrap().to_owned()
     }
 
     /// The body of a 200 answer to GET `path`, and its content type.
@@ -508,7 +497,8 @@ async fn results_come_as_mixes_formats_and_zips_from_one_separation() {
         .encode(&chord, 44_100, stemsep_audio::ClipMode::None)
         .unwrap();
     let karaoke = json!({"two_stems": "vocals", "formats": ["flac"], "mp3_bitrate": 192});
-    let hash = stack.separate_with(&song, karaoke.clone()).await;
+    let hash_of = |reply: Value| reply["hash"].as_str().unwrap().to_owned();
+    let hash = hash_of(stack.separate_with(&song, karaoke.clone()).await);
     let s = stack.wait_status(&hash, "final", is_final).await;
     assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
     assert_eq!(s["tracks"], json!(["vocals", "no_vocals"]), "{s}");
@@ -590,15 +580,13 @@ async fn results_come_as_mixes_formats_and_zips_from_one_separation() {
 
     // Shifts give other stems under another hash, reproducibly; the same request again is
     // the same job, not another separation.
-    let shifted = stack.separate_with(&song, json!({"shifts": 1})).await;
+    let shifted = hash_of(stack.separate_with(&song, json!({"shifts": 1})).await);
     assert_ne!(shifted, hash);
     let s = stack.wait_status(&shifted, "final", is_final).await;
     assert_eq!(s["state"], "done", "{s}\n{}", stack.env.logs());
     assert_eq!(s["shifts"], 1, "{s}");
-    assert_eq!(
-        stack.separate_with(&song, json!({"shifts": 1})).await,
-        shifted
-    );
+    let again = stack.separate_with(&song, json!({"shifts": 1})).await;
+    assert_eq!(hash_of(again), shifted);
     let (_, plain) = stack.fetch(&float("vocals")).await;
     let (_, moved) = stack
         .fetch(&format!(
@@ -606,7 +594,7 @@ async fn results_come_as_mixes_formats_and_zips_from_one_separation() {
         ))
         .await;
     assert_ne!(samples(&plain), samples(&moved));
-    assert_eq!(stack.separate_with(&song, karaoke).await, hash);
+    assert_eq!(hash_of(stack.separate_with(&song, karaoke).await), hash);
     // Two separations in all: every file above came from the masters.
     let done: usize = stack
         .env

@@ -71,13 +71,7 @@ impl Mp3Writer {
 
     /// Encodes one block of samples (−1..1; louder samples clip in the MP3).
     pub fn push(&mut self, left: &[f32], right: &[f32]) -> Result<(), AudioError> {
-        if left.len() != right.len() {
-            return Err(AudioError::Encode(format!(
-                "channels of different lengths ({} and {} samples)",
-                left.len(),
-                right.len()
-            )));
-        }
+        crate::same_length(left, right)?;
         // LAME needs up to 1.25 × samples + 7200 bytes of output room per call.
         for (l, r) in left.chunks(1 << 16).zip(right.chunks(1 << 16)) {
             self.out.reserve(l.len() * 5 / 4 + 7200);

@@ -58,13 +58,7 @@ impl FlacWriter {
 
     /// Adds one block of samples; encodes every block of the configured size it completes.
     pub fn push(&mut self, left: &[f32], right: &[f32]) -> Result<(), AudioError> {
-        if left.len() != right.len() {
-            return Err(AudioError::Encode(format!(
-                "channels of different lengths ({} and {} samples)",
-                left.len(),
-                right.len()
-            )));
-        }
+        crate::same_length(left, right)?;
         let (bits, gain) = (self.bits, self.gain);
         self.pending.extend(
             left.iter()

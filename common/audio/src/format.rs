@@ -99,13 +99,7 @@ impl Format {
                 audio.len()
             )));
         };
-        if left.len() != right.len() {
-            return Err(AudioError::Encode(format!(
-                "channels of different lengths ({} and {} samples)",
-                left.len(),
-                right.len()
-            )));
-        }
+        crate::same_length(left, right)?;
         let gain = clip.gain(audio);
         // Limited a chunk at a time, so a long file is never copied whole.
         let chunks = left.chunks(CHUNK).zip(right.chunks(CHUNK)).map(|(l, r)| {

@@ -48,3 +48,15 @@ impl PlanarAudio {
         self.len() as f64 / self.sample_rate as f64
     }
 }
+
+/// Refuses stereo blocks whose channels differ in length.
+pub(crate) fn same_length(left: &[f32], right: &[f32]) -> Result<(), AudioError> {
+    if left.len() == right.len() {
+        return Ok(());
+    }
+    Err(AudioError::Encode(format!(
+        "channels of different lengths ({} and {} samples)",
+        left.len(),
+        right.len()
+    )))
+}

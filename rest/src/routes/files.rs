@@ -129,12 +129,7 @@ pub async fn ensure(
 ) -> Result<ObjectKey, ApiError> {
     let hash = &job.hash;
     let key = ObjectKey::rendition(hash, rendition);
-    if state
-        .storage
-        .exists(&key)
-        .await
-        .map_err(ApiError::storage)?
-    {
+    if stored(state, &key).await? {
         return Ok(key);
     }
     let sources = job.sources();
@@ -147,12 +142,7 @@ pub async fn ensure(
     })?;
     let _slot = state.renders.enter().await?;
     // Another download may have made it while this one waited for a slot.
-    if state
-        .storage
-        .exists(&key)
-        .await
-        .map_err(ApiError::storage)?
-    {
+    if stored(state, &key).await? {
         return Ok(key);
     }
     let started = std::time::Instant::now();
@@ -187,6 +177,10 @@ pub async fn ensure(
         .map_err(ApiError::storage)?;
     tracing::info!(%hash, file = %rendition.slug(), seconds = started.elapsed().as_secs_f64(), "file made from masters");
     Ok(key)
+}
+
+async fn stored(state: &AppState, key: &ObjectKey) -> Result<bool, ApiError> {
+    state.storage.exists(key).await.map_err(ApiError::storage)
 }
 
 /// Runs CPU work on the blocking pool; its failure is the server's (a master that does not
@@ -242,14 +236,7 @@ pub async fn zip(
     let mut files = Vec::new();
     for track in job.tracks() {
         let lab = ObjectKey::stem(&hash, &track);
-        let key = if kind == Kind::Mp3
-            && query.is_plain()
-            && state
-                .storage
-                .exists(&lab)
-                .await
-                .map_err(ApiError::storage)?
-        {
+        let key = if kind == Kind::Mp3 && query.is_plain() && stored(&state, &lab).await? {
             lab
         } else {
             ensure(&state, &job, &rendition(&job, &track, kind, &query)?).await?
