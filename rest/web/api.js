@@ -82,9 +82,14 @@ export async function models() {
   }
 }
 
-/** Where a stem (or, later, a mix) of a song is downloaded. */
-export function trackUrl(hash, track) {
-  return `/apiv1/track/${encodeURIComponent(hash)}/${encodeURIComponent(track)}.mp3`;
+/** Where a track of a song (a stem or a `no_<stem>` mix) is downloaded, as `ext` (mp3, flac, wav). */
+export function trackUrl(hash, track, ext = 'mp3') {
+  return `/apiv1/track/${encodeURIComponent(hash)}/${encodeURIComponent(track)}.${ext}`;
+}
+
+/** Where every track of a song is downloaded in one zip of `format` files. */
+export function zipUrl(hash, format) {
+  return `/apiv1/zip/${encodeURIComponent(hash)}?format=${encodeURIComponent(format)}`;
 }
 
 /** The bytes of a stem. */

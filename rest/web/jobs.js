@@ -138,7 +138,7 @@ export class JobList {
         state: s.state,
         progress: s.progress,
         tracks: Array.isArray(s.tracks) ? s.tracks : [],
-        mixes: Array.isArray(s.mixes) ? s.mixes : [],
+        mixes: mixesOf(Array.isArray(s.tracks) ? s.tracks : []),
         error: s.error,
         model: s.model || job.model,
         notice: null,
@@ -208,4 +208,13 @@ export class JobList {
       actions,
     );
   }
+}
+
+/** The song without each of its stems (`no_vocals`: the instrumental), which the API makes on
+ * first download; none that is already a track. */
+function mixesOf(tracks) {
+  return tracks
+    .filter((t) => !t.startsWith('no_'))
+    .map((t) => `no_${t}`)
+    .filter((m) => !tracks.includes(m));
 }

@@ -50,18 +50,28 @@ function toggleButton(text, className, label) {
 }
 
 /** The file name a download is saved under: the song's name without extension, then the stem. */
-function downloadName(job, track) {
+function downloadName(job, track, ext = 'mp3') {
   const base = job.name.replace(/\.[^.]*$/, '') || job.hash.slice(0, 12);
-  return `${base}-${track}.mp3`;
+  return `${base}-${track}.${ext}`;
 }
 
-function downloadLink(job, track, label) {
+function downloadLink(job, track, label, ext = 'mp3', text = 'Download') {
   return h('a', {
     className: 'download',
-    href: api.trackUrl(job.hash, track),
-    download: downloadName(job, track),
-    textContent: 'Download',
-    attrs: { 'aria-label': label },
+    href: api.trackUrl(job.hash, track, ext),
+    download: downloadName(job, track, ext),
+    textContent: text,
+    attrs: { 'aria-label': label, 'data-file': `${track}.${ext}` },
+  });
+}
+
+function zipLink(job, format) {
+  return h('a', {
+    className: 'download',
+    href: api.zipUrl(job.hash, format),
+    download: downloadName(job, 'stems', 'zip'),
+    textContent: `ZIP of ${format.toUpperCase()}`,
+    attrs: { 'aria-label': `Download every stem as ${format.toUpperCase()} in one zip`, 'data-file': `zip-${format}` },
   });
 }
 
@@ -146,13 +156,22 @@ export class Mixer {
   }
 
   /**
-   * Downloads beyond the stems: the mixes a job's status lists (`mixes`), when the API offers
-   * them; none today.
+   * Downloads beyond the stems: the song without each stem (`no_vocals`, the instrumental) as
+   * MP3 or FLAC, and every stem in one zip; the API makes each on its first download.
    */
   extraDownloads(job) {
-    return (job.mixes || []).map((mix) =>
-      h('p', {}, `${mix} `, downloadLink(job, mix, `Download the mix ${mix} (MP3)`)),
+    const mixes = (job.mixes || []).map((mix) =>
+      h(
+        'p',
+        {},
+        `${mix.replace(/^no_/, 'without ')} `,
+        downloadLink(job, mix, `Download the mix ${mix} (MP3)`, 'mp3', 'MP3'),
+        ' ',
+        downloadLink(job, mix, `Download the mix ${mix} (FLAC)`, 'flac', 'FLAC'),
+      ),
     );
+    const all = h('p', {}, 'every stem ', zipLink(job, 'mp3'), ' ', zipLink(job, 'flac'));
+    return [...mixes, all];
   }
 
   /** Builds one stem's row and audio path. */

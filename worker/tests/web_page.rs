@@ -305,7 +305,7 @@ async fn a_song_dropped_on_the_page_comes_back_as_a_mixer() {
     // The download link saves exactly the stem the API serves.
     b.click(&format!("li.stem[data-stem='{second}'] a.download"))
         .await;
-    let saved = wait_for_download(&b.downloads(), &env).await;
+    let saved = wait_for_download(&b.downloads(), "mp3", &env).await;
     let served = reqwest::get(format!("{api}/apiv1/track/{hash}/{second}.mp3"))
         .await
         .unwrap()
@@ -318,6 +318,26 @@ async fn a_song_dropped_on_the_page_comes_back_as_a_mixer() {
         saved == served,
         "the downloaded {second} differs from the API's"
     );
+    // The song without the first stem, as FLAC: made from the masters on this first download.
+    b.click(&format!(
+        "#downloads a.download[data-file='no_{first}.flac']"
+    ))
+    .await;
+    let saved = wait_for_download(&b.downloads(), "flac", &env).await;
+    let served = reqwest::get(format!("{api}/apiv1/track/{hash}/no_{first}.flac"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        saved == served,
+        "the downloaded no_{first}.flac differs from the API's"
+    );
+    let zips = b
+        .js("return [...document.querySelectorAll('#downloads a.download')].map((a) => a.dataset.file).filter((f) => f.startsWith('zip-'))")
+        .await;
+    assert_eq!(zips, json!(["zip-mp3", "zip-flac"]));
 
     // Phone width, dark colour scheme.
     b.click("#stop").await;
@@ -358,14 +378,14 @@ async fn a_song_dropped_on_the_page_comes_back_as_a_mixer() {
     );
 }
 
-/// Waits until Chromium has finished saving one file in `dir`; returns its bytes.
-async fn wait_for_download(dir: &Path, env: &Env) -> Vec<u8> {
+/// Waits until Chromium has finished saving one `ext` file in `dir`; returns its bytes.
+async fn wait_for_download(dir: &Path, ext: &str, env: &Env) -> Vec<u8> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let done: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "mp3"))
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
             .collect();
         if let [file] = done.as_slice() {
             return std::fs::read(file).unwrap();
