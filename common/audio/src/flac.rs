@@ -26,16 +26,12 @@ impl FlacWriter {
     /// A 16- or 24-bit stereo stream at `sample_rate` Hz; each sample is multiplied by `gain`
     /// before it becomes an integer (which saturates at full scale, never wraps).
     pub fn new(sample_rate: u32, depth: Depth, gain: f32) -> Result<FlacWriter, AudioError> {
-        let bits = match depth {
-            Depth::Int16 => 16,
-            Depth::Int24 => 24,
-            Depth::Float32 => {
-                return Err(AudioError::Format(
-                    "FLAC holds integers: use 16 or 24 bit, or WAV for 32-bit float".into(),
-                ))
-            }
-        };
-        let fail = |e: &dyn std::fmt::Display| AudioError::Encode(format!("FLAC: {e}"));
+        if depth == Depth::Float32 {
+            return Err(AudioError::Format(
+                "FLAC holds integers: use 16 or 24 bit, or WAV for 32-bit float".into(),
+            ));
+        }
+        let bits = depth.bits();
         let config = config::Encoder::default()
             .into_verified()
             .map_err(|(_, e)| fail(&e))?;
@@ -78,7 +74,6 @@ impl FlacWriter {
 
     /// Encodes the last, shorter block and returns the complete file.
     pub fn finish(mut self) -> Result<Vec<u8>, AudioError> {
-        let fail = |e: &dyn std::fmt::Display| AudioError::Encode(format!("FLAC: {e}"));
         if !self.pending.is_empty() {
             let last = std::mem::take(&mut self.pending);
             self.encode(&last)?;
@@ -100,7 +95,6 @@ impl FlacWriter {
     }
 
     fn encode(&mut self, interleaved: &[i32]) -> Result<(), AudioError> {
-        let fail = |e: &dyn std::fmt::Display| AudioError::Encode(format!("FLAC: {e}"));
         self.frame
             .fill_interleaved(interleaved)
             .map_err(|e| fail(&e))?;
@@ -122,4 +116,9 @@ impl FlacWriter {
         self.frames.extend_from_slice(&sink.into_inner());
         Ok(())
     }
+}
+
+/// An error of flacenc's, as the encoder error it is for us.
+fn fail(e: &dyn std::fmt::Display) -> AudioError {
+    AudioError::Encode(format!("FLAC: {e}"))
 }

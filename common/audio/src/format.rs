@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Cursor;
 use std::str::FromStr;
 
-use crate::AudioError;
+use crate::{AudioError, FlacWriter, Mp3Writer, StreamWriter};
 
 /// What samples of a PCM file (WAV, FLAC) hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,12 +19,20 @@ pub enum Depth {
 }
 
 impl Depth {
-    fn bits(self) -> u16 {
+    /// Bits per sample: 16, 24, or 32 for float.
+    pub fn bits(self) -> u16 {
         match self {
             Depth::Int16 => 16,
             Depth::Int24 => 24,
             Depth::Float32 => 32,
         }
+    }
+
+    /// The depth of `bits` bits per sample (32: float); `None` for any other count.
+    pub fn from_bits(bits: u32) -> Option<Depth> {
+        [Depth::Int16, Depth::Int24, Depth::Float32]
+            .into_iter()
+            .find(|d| u32::from(d.bits()) == bits)
     }
 }
 
@@ -68,6 +76,17 @@ impl Format {
         }
     }
 
+    /// The canonical name [`Format`]'s `FromStr` reads back (the MP3 preset aside): `mp3:<kbps>`,
+    /// `flac16`, `flac24`, `wav16`, `wav24`, `wavf32`.
+    pub fn name(self) -> String {
+        match self {
+            Format::Mp3 { kbps, .. } => format!("mp3:{kbps}"),
+            Format::Flac(d) => format!("flac{}", d.bits()),
+            Format::Wav(Depth::Float32) => "wavf32".to_owned(),
+            Format::Wav(d) => format!("wav{}", d.bits()),
+        }
+    }
+
     /// The file extension, without the dot.
     pub fn extension(self) -> &'static str {
         match self {
@@ -107,23 +126,19 @@ impl Format {
                 |c: &[f32]| -> Vec<f32> { c.iter().map(|&x| clip.limit(x * gain)).collect() };
             (limit(l), limit(r))
         });
-        match self.validated()? {
+        let mut writer = match self.validated()? {
             Format::Mp3 { kbps, preset } => {
-                let mut writer = crate::Mp3Writer::with_preset(sample_rate, kbps, preset)?;
-                for (l, r) in chunks {
-                    writer.push(&l, &r)?;
-                }
-                writer.finish()
+                StreamWriter::Mp3(Mp3Writer::with_preset(sample_rate, kbps, preset)?)
             }
             Format::Flac(depth) => {
-                let mut writer = crate::FlacWriter::new(sample_rate, depth, 1.0)?;
-                for (l, r) in chunks {
-                    writer.push(&l, &r)?;
-                }
-                writer.finish()
+                StreamWriter::Flac(Box::new(FlacWriter::new(sample_rate, depth, 1.0)?))
             }
-            Format::Wav(depth) => wav(chunks, left.len(), sample_rate, depth),
+            Format::Wav(depth) => return wav(chunks, left.len(), sample_rate, depth),
+        };
+        for (l, r) in chunks {
+            writer.push(&l, &r)?;
         }
+        writer.finish()
     }
 }
 
@@ -300,6 +315,22 @@ mod tests {
 
     #[test]
     fn names_parse_and_bad_ones_say_what_is_accepted() {
+        for format in [
+            Format::MP3_320,
+            Format::Mp3 {
+                kbps: 128,
+                preset: 2,
+            },
+            Format::Flac(Depth::Int16),
+            Format::Flac(Depth::Int24),
+            Format::Wav(Depth::Int16),
+            Format::Wav(Depth::Int24),
+            Format::Wav(Depth::Float32),
+        ] {
+            assert_eq!(format.name().parse::<Format>().unwrap(), format);
+        }
+        assert_eq!(Depth::from_bits(32), Some(Depth::Float32));
+        assert_eq!(Depth::from_bits(20), None);
         assert_eq!(
             "flac24".parse::<Format>().unwrap(),
             Format::Flac(Depth::Int24)
