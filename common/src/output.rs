@@ -9,7 +9,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use stemsep_audio::{ClipMode, Depth, Format};
 
-use crate::job::Track;
+use crate::job::{SongHash, Track};
+use crate::queue::Queue;
+use crate::storage::{ObjectKey, Storage};
 use crate::{Error, Result};
 
 /// The container of a file, named by its extension.
@@ -111,7 +113,44 @@ impl Settings {
 
     /// Bits as the API spells them: 16, 24, or 32 for float.
     pub fn bits(&self) -> u32 {
-        depth_bits(self.depth)
+        self.depth.bits().into()
+    }
+
+    /// These settings with those a request or a download names instead: an MP3 bitrate, `bits`
+    /// (16, 24, 32 for float) and a clip mode (`rescale`, `clamp`, `none`), each checked.
+    pub fn overridden(
+        &self,
+        mp3_kbps: Option<u32>,
+        bits: Option<u32>,
+        clip: Option<&str>,
+    ) -> Result<Settings> {
+        let mut out = self.clone();
+        if let Some(kbps) = mp3_kbps {
+            out.mp3_kbps = kbps;
+        }
+        if let Some(bits) = bits {
+            out.depth = depth(bits)?;
+        }
+        if let Some(clip) = clip {
+            out.clip = clip.parse().map_err(|_| Error::Invalid {
+                what: "clip mode (rescale, clamp or none)",
+                value: clip.chars().take(40).collect(),
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The file `track` in `kind` at these settings.
+    pub fn rendition(
+        &self,
+        track: &Track,
+        kind: Kind,
+    ) -> Result<Rendition, stemsep_audio::AudioError> {
+        Ok(Rendition {
+            track: track.clone(),
+            format: self.format(kind)?,
+            clip: self.clip,
+        })
     }
 
     /// The record's `output` field: `mp3=320;bits=24;clip=rescale;ready=mp3,flac`.
@@ -165,23 +204,10 @@ impl From<Settings> for String {
 
 /// The depth the API's `bits` names: 16, 24, or 32 (float).
 pub fn depth(bits: u32) -> Result<Depth> {
-    match bits {
-        16 => Ok(Depth::Int16),
-        24 => Ok(Depth::Int24),
-        32 => Ok(Depth::Float32),
-        other => Err(Error::Invalid {
-            what: "bits (16, 24, or 32 for float WAV)",
-            value: other.to_string(),
-        }),
-    }
-}
-
-fn depth_bits(depth: Depth) -> u32 {
-    match depth {
-        Depth::Int16 => 16,
-        Depth::Int24 => 24,
-        Depth::Float32 => 32,
-    }
+    Depth::from_bits(bits).ok_or_else(|| Error::Invalid {
+        what: "bits (16, 24, or 32 for float WAV)",
+        value: bits.to_string(),
+    })
 }
 
 /// One file of a job: a track in a format, after a clip mode.
@@ -199,12 +225,8 @@ impl Rendition {
     /// The name of its object and of its entry in the job's list of made files:
     /// `<track>.<format>.<clip>.<ext>`, e.g. `no_vocals.flac24.rescale.flac`.
     pub fn slug(&self) -> String {
-        let format = match self.format {
-            Format::Mp3 { kbps, .. } => format!("mp3-{kbps}"),
-            Format::Flac(d) => format!("flac{}", depth_bits(d)),
-            Format::Wav(Depth::Float32) => "wavf32".to_owned(),
-            Format::Wav(d) => format!("wav{}", depth_bits(d)),
-        };
+        // The format's own name, without the `:` an object name should not hold.
+        let format = self.format.name().replace(':', "-");
         format!(
             "{}.{format}.{}.{}",
             self.track,
@@ -230,16 +252,12 @@ impl Rendition {
         ) else {
             return Err(invalid());
         };
-        let format = match format.strip_prefix("mp3-") {
-            Some(kbps) => Format::Mp3 {
-                kbps: kbps.parse().map_err(|_| invalid())?,
-                preset: 2,
-            },
-            None => format.parse().map_err(|_| invalid())?,
-        };
         let r = Rendition {
             track: track.parse()?,
-            format: format.validated().map_err(|_| invalid())?,
+            format: format
+                .replacen("mp3-", "mp3:", 1)
+                .parse::<Format>()
+                .map_err(|_| invalid())?,
             clip: clip.parse().map_err(|_| invalid())?,
         };
         if r.format.extension() != ext || r.slug() != s {
@@ -287,6 +305,21 @@ pub fn render(
         mix.add(&master(&part)?)?;
     }
     mix.encode(rendition)
+}
+
+/// Stores a made file of `hash`, listing it for retention first (so retention never misses
+/// one); returns its key.
+pub async fn store(
+    queue: &Queue,
+    storage: &dyn Storage,
+    hash: &SongHash,
+    rendition: &Rendition,
+    bytes: bytes::Bytes,
+) -> Result<ObjectKey> {
+    queue.add_file(hash, rendition).await?;
+    let key = ObjectKey::rendition(hash, rendition);
+    storage.put(&key, bytes).await?;
+    Ok(key)
 }
 
 /// The sum of masters a file is made of, growing one master at a time.

@@ -1,9 +1,9 @@
 //! Retention: a finished job is kept for `STEMSEP_RETENTION_SECS`, then its stems, masters and
 //! files made from them, its input (if still there), its record and its dead letter are
 //! deleted. Every worker sweeps in its reaper pass and every API process on its upkeep timer
-//! (workers may be scaled to zero for days); a
-//! job's objects go first and its record last, so a sweep cut short leaves the job in the expiry
-//! set for the next one, and sweeps running side by side only delete the same things twice.
+//! (workers may be scaled to zero for days); a job's objects go first and its record last, so a
+//! sweep cut short leaves the job in the expiry set for the next one, and sweeps running side by
+//! side only delete the same things twice.
 
 use std::sync::Arc;
 

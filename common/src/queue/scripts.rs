@@ -221,8 +221,9 @@ pub(super) static DUE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// KEYS: expiry, job, deadLetter, files. ARGV: hash, the score [`DUE`] returned. Deletes a
-/// finished job's record, dead letter and list of made files once its objects are gone. `moved`: it finished again since
-/// (a later expiry stands); `kept`: it was resubmitted and is not finished; `expired`.
+/// finished job's record, dead letter and list of made files once its objects are gone.
+/// `moved`: it finished again since (a later expiry stands); `kept`: it was resubmitted and is
+/// not finished; `expired`.
 pub(super) static EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then return 'moved' end

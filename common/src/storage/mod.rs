@@ -1,8 +1,8 @@
 //! Object storage: one small trait, a local-directory backend (default) and a GCS backend.
 //!
 //! Object names are built only from a [`SongHash`], a [`Track`], a [`Rendition`] and an upload
-//! id ([`ObjectKey`]), all checked hex or fixed names, so no name that reaches a backend can carry a
-//! path trick.
+//! id ([`ObjectKey`]), all checked hex or fixed names, so no name that reaches a backend can
+//! carry a path trick.
 
 use std::pin::Pin;
 
