@@ -81,8 +81,8 @@ pub struct Settings {
     #[arg(long, env = "STEMSEP_BITRATE", default_value_t = 320)]
     pub bitrate: u32,
     /// Files made from a job's masters at once (another format, bitrate or a `no_<stem>` mix,
-    /// on first download); each holds its stems decoded in memory, about 85 MB per stem and
-    /// 4 minutes of song.
+    /// on first download); each holds its mix, one compressed master and the file in memory,
+    /// about 45 MB per minute of song at most.
     #[arg(long, env = "STEMSEP_RENDERS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub renders: u64,
 }

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use stemsep_audio::{AudioError, AudioInfo};
 use stemsep_common::job::{Callback, SongHash, Track, DEFAULT_MODEL};
-use stemsep_common::output::{self, Kind, Settings};
+use stemsep_common::output::{Kind, Settings};
 
 use crate::error::ApiError;
 use crate::routes::jobs::{CallbackRequest, SeparateRequest};
@@ -138,21 +138,13 @@ impl Submission {
 /// The request's result settings over the defaults, checked.
 fn settings(req: &SeparateRequest, bitrate: u32) -> Result<Settings, ApiError> {
     let bad = |e: stemsep_common::Error| ApiError::BadRequest(shorten(&e.to_string()));
-    let mut out = Settings {
-        mp3_kbps: req.mp3_bitrate.unwrap_or(bitrate),
+    let defaults = Settings {
+        mp3_kbps: bitrate,
         ..Settings::default()
     };
-    if let Some(bits) = req.bits {
-        out.depth = output::depth(bits).map_err(bad)?;
-    }
-    if let Some(clip) = &req.clip_mode {
-        out.clip = clip.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "clip_mode {:?}: use rescale, clamp or none",
-                shorten(clip)
-            ))
-        })?;
-    }
+    let mut out = defaults
+        .overridden(req.mp3_bitrate, req.bits, req.clip_mode.as_deref())
+        .map_err(bad)?;
     if let Some(formats) = &req.formats {
         let mut ready = vec![Kind::Mp3];
         for f in formats {

@@ -2,7 +2,7 @@
 //! or WAV, made on its first download and kept beside the stems; and `GET /apiv1/zip/<hash>`,
 //! every track of a job in one download. A file is made here, in the API process, from the
 //! masters the worker stored: the model never runs again. How many are made at once is bounded
-//! (`STEMSEP_RENDERS`), since each holds its stems decoded in memory.
+//! (`STEMSEP_RENDERS`), since each holds its mix and one master in memory.
 
 use std::io::Write;
 
@@ -54,11 +54,11 @@ impl FileQuery {
 
 /// A track name from a URL with its optional extension: `vocals`, `vocals.mp3`, `no_vocals.flac`.
 pub fn parse_file(raw: &str) -> Result<(Track, Option<Kind>), ApiError> {
-    match raw.rsplit_once('.') {
-        Some((name, ext)) if ext.parse::<Kind>().is_ok() => {
-            let kind = ext.parse::<Kind>().ok();
-            Ok((parse_track(name)?, kind))
-        }
+    match raw
+        .rsplit_once('.')
+        .map(|(name, ext)| (name, ext.parse::<Kind>()))
+    {
+        Some((name, Ok(kind))) => Ok((parse_track(name)?, Some(kind))),
         _ => Ok((parse_track(raw)?, None)),
     }
 }
@@ -70,29 +70,12 @@ pub fn rendition(
     kind: Kind,
     query: &FileQuery,
 ) -> Result<Rendition, ApiError> {
-    let mut settings = job.output.clone();
-    if let Some(kbps) = query.bitrate {
-        settings.mp3_kbps = kbps;
-    }
-    if let Some(bits) = query.bits {
-        settings.depth = output::depth(bits).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    }
-    if let Some(clip) = &query.clip {
-        settings.clip = clip.parse().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "clip {:?}: use rescale, clamp or none",
-                shorten(clip)
-            ))
-        })?;
-    }
-    let format = settings
-        .format(kind)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Rendition {
-        track: track.clone(),
-        format,
-        clip: settings.clip,
-    })
+    let bad = |e: &dyn std::fmt::Display| ApiError::BadRequest(shorten(&e.to_string()));
+    job.output
+        .overridden(query.bitrate, query.bits, query.clip.as_deref())
+        .map_err(|e| bad(&e))?
+        .rendition(track, kind)
+        .map_err(|e| bad(&e))
 }
 
 /// A done job of `hash`, or a 404 saying why there is none.
@@ -102,23 +85,32 @@ pub async fn done_job(state: &AppState, hash: &SongHash, what: &str) -> Result<J
         .job(hash)
         .await
         .map_err(ApiError::queue)?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "no {what} for song {hash}: no such song; submit it with POST /apiv1/separate"
-            ))
-        })?;
-    let why = match job.state {
-        JobState::Done => return Ok(job),
-        JobState::Queued => "the song is still queued for separation".to_owned(),
-        JobState::Running => format!("the song is being separated ({}% done)", job.progress),
-        JobState::Failed => format!(
+        .ok_or_else(|| ApiError::NotFound(format!("no {what} for song {hash}: {NO_SUCH_SONG}")))?;
+    match not_done(&job) {
+        None => Ok(job),
+        Some(why) => Err(ApiError::NotFound(format!(
+            "no {what} for song {hash}: {why}"
+        ))),
+    }
+}
+
+/// Why a job of a known song has no files.
+pub const NO_SUCH_SONG: &str = "no such song; submit it with POST /apiv1/separate";
+
+/// Why `job` has no files yet (queued, running, failed); `None` once it is done.
+pub fn not_done(job: &Job) -> Option<String> {
+    match job.state {
+        JobState::Done => None,
+        JobState::Queued => Some("the song is still queued for separation".to_owned()),
+        JobState::Running => Some(format!(
+            "the song is being separated ({}% done)",
+            job.progress
+        )),
+        JobState::Failed => Some(format!(
             "separation failed ({}); resubmit the song to retry",
             job.error.as_deref().unwrap_or("no reason recorded")
-        ),
-    };
-    Err(ApiError::NotFound(format!(
-        "no {what} for song {hash}: {why}"
-    )))
+        )),
+    }
 }
 
 /// Makes `rendition` of `job` from its masters unless it is already stored; returns its key.
@@ -164,17 +156,12 @@ pub async fn ensure(
     }
     let wanted = rendition.clone();
     let bytes = blocking(move || mix.encode(&wanted)).await?;
-    // Listed before it is stored, so retention never misses it.
-    state
-        .queue
-        .add_file(hash, rendition)
+    output::store(&state.queue, &*state.storage, hash, rendition, bytes.into())
         .await
-        .map_err(ApiError::queue)?;
-    state
-        .storage
-        .put(&key, bytes.into())
-        .await
-        .map_err(ApiError::storage)?;
+        .map_err(|e| match e {
+            Error::Redis(_) => ApiError::queue(e),
+            e => ApiError::storage(e),
+        })?;
     tracing::info!(%hash, file = %rendition.slug(), seconds = started.elapsed().as_secs_f64(), "file made from masters");
     Ok(key)
 }

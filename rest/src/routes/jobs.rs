@@ -252,20 +252,23 @@ async fn submit(
         .iter()
         .find(|m| m.name == submission.model)
         .ok_or_else(|| ApiError::Internal("a checked model is not served".into()))?;
-    let stems: Vec<&str> = match model.stems.is_empty() {
-        // Not announced yet: a model of the lab's four.
-        true => Track::LAB.to_vec(),
-        false => model.stems.iter().map(String::as_str).collect(),
-    };
-    if let Some(stem) = submission
-        .two_stems
-        .as_ref()
-        .filter(|s| !stems.contains(&s.name()))
-    {
+    let mut job = Job::new(hash.clone(), submission.model.clone(), submission.callback);
+    job.stems = model
+        .stems
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(format!("a served model has a bad stem name: {e}")))?;
+    job.shifts = submission.shifts;
+    job.output = submission.output;
+    job.two_stems = submission.two_stems;
+    let sources = job.sources();
+    if let Some(stem) = job.two_stems.as_ref().filter(|s| !sources.contains(s)) {
+        let names: Vec<&str> = sources.iter().map(Track::name).collect();
         return Err(ApiError::BadRequest(format!(
             "two_stems {stem}: model {} has the stems {}",
             model.name,
-            stems.join(", ")
+            names.join(", ")
         )));
     }
 
@@ -289,16 +292,6 @@ async fn submit(
             return Err(queue_full(max));
         }
     }
-    let mut job = Job::new(hash.clone(), submission.model.clone(), submission.callback);
-    job.stems = model
-        .stems
-        .iter()
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Internal(format!("a served model has a bad stem name: {e}")))?;
-    job.shifts = submission.shifts;
-    job.output = submission.output;
-    job.two_stems = submission.two_stems;
     // Input first, then the queue entry: a queued hash must always find its input. The input is
     // this submission's own object, so nothing else deletes it.
     let input = ObjectKey::input(&job);
@@ -367,31 +360,38 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Api
 
 /// Whether a done job still has every MP3 and every master (what all its files are made from).
 async fn all_stems_present(state: &AppState, job: &Job) -> Result<bool, ApiError> {
-    if available_tracks(state, job).await?.len() != job.tracks().len() {
-        return Ok(false);
-    }
-    let checks = job.sources().into_iter().map(|s| {
-        let storage = state.storage.clone();
-        let key = ObjectKey::master(&job.hash, &s);
-        async move { storage.exists(&key).await }
-    });
-    let found = futures::future::try_join_all(checks)
-        .await
-        .map_err(ApiError::storage)?;
-    Ok(found.into_iter().all(|e| e))
+    let (tracks, sources) = (job.tracks(), job.sources());
+    let mp3s = tracks.iter().map(|t| ObjectKey::stem(&job.hash, t));
+    let masters = sources.iter().map(|s| ObjectKey::master(&job.hash, s));
+    Ok(exist(state, mp3s.chain(masters))
+        .await?
+        .into_iter()
+        .all(|e| e))
 }
 
 /// The tracks of `job` present in storage, in API order.
 pub(crate) async fn available_tracks(state: &AppState, job: &Job) -> Result<Vec<Track>, ApiError> {
-    let checks = job.tracks().into_iter().map(|t| {
+    let tracks = job.tracks();
+    let found = exist(state, tracks.iter().map(|t| ObjectKey::stem(&job.hash, t))).await?;
+    Ok(tracks
+        .into_iter()
+        .zip(found)
+        .filter_map(|(t, e)| e.then_some(t))
+        .collect())
+}
+
+/// Whether each of `keys` is in storage, asked side by side.
+async fn exist(
+    state: &AppState,
+    keys: impl Iterator<Item = ObjectKey>,
+) -> Result<Vec<bool>, ApiError> {
+    let checks = keys.map(|key| {
         let storage = state.storage.clone();
-        let key = ObjectKey::stem(&job.hash, &t);
-        async move { storage.exists(&key).await.map(|e| e.then_some(t)) }
+        async move { storage.exists(&key).await }
     });
-    let found = futures::future::try_join_all(checks)
+    futures::future::try_join_all(checks)
         .await
-        .map_err(ApiError::storage)?;
-    Ok(found.into_iter().flatten().collect())
+        .map_err(ApiError::storage)
 }
 
 /// List the songs waiting for a worker. Any request body is ignored (the lab client sends `null`).

@@ -173,19 +173,11 @@ async fn serve(
 /// model, not separated yet, still running, or removed.
 fn missing_stem(job: Option<Job>, hash: &SongHash, track: &Track) -> ApiError {
     let why = match job {
-        None => "no such song; submit it with POST /apiv1/separate".to_owned(),
+        None => files::NO_SUCH_SONG.to_owned(),
         Some(job) if output::parts(track, &job.sources()).is_none() => files::no_such_stem(&job),
-        Some(job) => match job.state {
-            JobState::Queued => "the song is still queued for separation".to_owned(),
-            JobState::Running => format!("the song is being separated ({}% done)", job.progress),
-            JobState::Done => {
-                "this stem was removed; resubmit the song to separate it again".to_owned()
-            }
-            JobState::Failed => format!(
-                "separation failed ({}); resubmit the song to retry",
-                job.error.as_deref().unwrap_or("no reason recorded")
-            ),
-        },
+        Some(job) => files::not_done(&job).unwrap_or_else(|| {
+            "this stem was removed; resubmit the song to separate it again".to_owned()
+        }),
     };
     ApiError::NotFound(format!("no {track} stem for song {hash}: {why}"))
 }
@@ -225,14 +217,12 @@ pub async fn remove(
             .await
             .map_err(ApiError::storage)?;
     }
-    if removed {
-        forget_made_files(&state, &hash).await;
-    }
     if !removed {
         return Err(ApiError::NotFound(format!(
             "no {track} stem for song {hash} to remove"
         )));
     }
+    forget_made_files(&state, &hash).await;
     tracing::info!(%hash, %track, "stem removed");
     Ok(HttpResponse::Ok().json(RemoveResponse {
         hash: hash.to_string(),
