@@ -342,8 +342,7 @@ impl Runner {
             }
             self.storage.put(&key, bytes.clone()).await?;
         }
-        self.make_ready(claim, separated.masters, &sources, lost)
-            .await?;
+        self.make_ready(claim, separated.masters, lost).await?;
         Ok(sources)
     }
 
@@ -353,30 +352,19 @@ impl Runner {
         &self,
         claim: &Claim,
         masters: Vec<(Track, Bytes)>,
-        sources: &[Track],
         lost: &CancellationToken,
     ) -> Result<(), Error> {
         let job = &claim.job;
-        let wanted: Vec<Rendition> = job
-            .output
-            .ready
-            .iter()
-            .filter(|&&k| k != Kind::Mp3)
-            .map(|&k| job.output.format(k))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .flat_map(|format| {
-                job.tracks().into_iter().map(move |track| Rendition {
-                    track,
-                    format,
-                    clip: job.output.clip,
-                })
-            })
-            .collect();
+        let mut wanted: Vec<Rendition> = Vec::new();
+        for &kind in job.output.ready.iter().filter(|&&k| k != Kind::Mp3) {
+            for track in job.tracks() {
+                wanted.push(job.output.rendition(&track, kind)?);
+            }
+        }
         if wanted.is_empty() {
             return Ok(());
         }
-        let sources = sources.to_vec();
+        let sources: Vec<Track> = masters.iter().map(|(t, _)| t.clone()).collect();
         let made = tokio::task::spawn_blocking(move || -> Result<Vec<_>, Error> {
             let master = |part: &Track| {
                 masters
@@ -399,13 +387,14 @@ impl Runner {
             if lost.is_cancelled() {
                 return Err(Error::Lost);
             }
-            self.queue.add_file(&job.hash, &rendition).await?;
-            self.storage
-                .put(
-                    &ObjectKey::rendition(&job.hash, &rendition),
-                    Bytes::from(bytes),
-                )
-                .await?;
+            output::store(
+                &self.queue,
+                &*self.storage,
+                &job.hash,
+                &rendition,
+                bytes.into(),
+            )
+            .await?;
         }
         Ok(())
     }
