@@ -303,37 +303,13 @@ async fn a_song_dropped_on_the_page_comes_back_as_a_mixer() {
     wait_js(&b, "playing again", &format!("{state} === 'playing'"), &env).await;
 
     // The download link saves exactly the stem the API serves.
-    b.click(&format!("li.stem[data-stem='{second}'] a.download"))
-        .await;
-    let saved = wait_for_download(&b.downloads(), "mp3", &env).await;
-    let served = reqwest::get(format!("{api}/apiv1/track/{hash}/{second}.mp3"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(!served.is_empty());
-    assert_eq!(saved.len(), served.len());
-    assert!(
-        saved == served,
-        "the downloaded {second} differs from the API's"
-    );
+    let link = format!("li.stem[data-stem='{second}'] a.download");
+    let url = format!("{api}/apiv1/track/{hash}/{second}.mp3");
+    saves_what_the_api_serves(&b, &link, "mp3", &url, &env).await;
     // The song without the first stem, as FLAC: made from the masters on this first download.
-    b.click(&format!(
-        "#downloads a.download[data-file='no_{first}.flac']"
-    ))
-    .await;
-    let saved = wait_for_download(&b.downloads(), "flac", &env).await;
-    let served = reqwest::get(format!("{api}/apiv1/track/{hash}/no_{first}.flac"))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(
-        saved == served,
-        "the downloaded no_{first}.flac differs from the API's"
-    );
+    let link = format!("#downloads a.download[data-file='no_{first}.flac']");
+    let url = format!("{api}/apiv1/track/{hash}/no_{first}.flac");
+    saves_what_the_api_serves(&b, &link, "flac", &url, &env).await;
     let zips = b
         .js("return [...document.querySelectorAll('#downloads a.download')].map((a) => a.dataset.file).filter((f) => f.startsWith('zip-'))")
         .await;
@@ -375,6 +351,20 @@ async fn a_song_dropped_on_the_page_comes_back_as_a_mixer() {
         "browser test: {:.1} s; screenshots in {}",
         started.elapsed().as_secs_f64(),
         shots.display()
+    );
+}
+
+/// Clicks the download link `link` and checks that the `ext` file saved is exactly what the API
+/// serves at `url`.
+async fn saves_what_the_api_serves(b: &Browser, link: &str, ext: &str, url: &str, env: &Env) {
+    b.click(link).await;
+    let saved = wait_for_download(&b.downloads(), ext, env).await;
+    let served = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    assert!(!served.is_empty());
+    assert_eq!(saved.len(), served.len());
+    assert!(
+        saved == served,
+        "the file saved from {link} differs from {url}"
     );
 }
 
